@@ -1,0 +1,106 @@
+"""The Starlette application: lifespan (Redis), routes, and the one error handler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .auth import KeyRing
+from .errors import OrchestratorError
+from .models import ErrorBody, ErrorDetail
+from .registry import Registry, load_registry
+from .routes import ROUTES
+from .settings import Settings
+from .store import RunStore
+
+logger = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "invalid_json",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    422: "validation_error",
+    429: "rate_limited",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, details: dict[str, object] | None = None
+) -> Response:
+    """Render the API.md error envelope."""
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, details=details or {}))
+    return Response(body.model_dump_json(), status_code=status, media_type="application/json")
+
+
+async def _on_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, OrchestratorError):
+        return error_response(exc.status_code, exc.code, exc.message, exc.details)
+    if isinstance(exc, HTTPException):
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        return error_response(exc.status_code, code, str(exc.detail))
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        logger.warning("redis unavailable: %s", exc)
+        return error_response(503, "unavailable", "the data store is unavailable; retry shortly")
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal", "internal error")
+
+
+def redis_from_settings(settings: Settings) -> Redis:
+    """A pooled asyncio Redis client that fails fast when Redis is down."""
+    return Redis.from_url(
+        settings.redis_url, socket_connect_timeout=2.0, socket_timeout=10.0, health_check_interval=30
+    )
+
+
+def create_app(settings: Settings, registry: Registry | None = None) -> Starlette:
+    """Build the API for `settings`; flows come from `registry` or the modules in ``ORCH_FLOWS``."""
+    flows = registry if registry is not None else load_registry(settings.flows)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redis = redis_from_settings(settings)
+        app.state.redis = redis
+        app.state.store = RunStore(
+            redis,
+            queue_name=settings.queue_name,
+            retention_seconds=settings.run_retention_seconds,
+            lease_seconds=settings.lease_seconds,
+            requeue_after_seconds=settings.requeue_after_seconds,
+        )
+        app.state.keyring = KeyRing(settings.api_keys, redis)
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    app = Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={
+            Exception: _on_error,
+            HTTPException: _on_error,
+            OrchestratorError: _on_error,
+            RedisConnectionError: _on_error,
+            RedisTimeoutError: _on_error,
+        },
+    )
+    app.state.settings = settings
+    app.state.registry = flows
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Factory for ``uvicorn --factory`` when the API runs several worker processes."""
+    return create_app(Settings.from_env())

@@ -1,0 +1,119 @@
+"""The ``orchestrator`` command: parse arguments, configure logging, build Settings, start a process."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+
+from .settings import Settings
+
+
+def _settings(ctx: click.Context) -> Settings:
+    settings: Settings = ctx.obj
+    return settings
+
+
+@click.group()
+@click.version_option(package_name="webhook-orchestrator")
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Run flows on arq and report every status change by signed webhooks."""
+    try:
+        settings = Settings.from_env()
+    except Exception as exc:  # a bad ORCH_* value: say which, exit 2
+        raise click.UsageError(f"bad configuration: {exc}") from None
+    from .logs import configure
+
+    configure(level=settings.log_level, fmt=settings.log_format)
+    ctx.obj = settings
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="API processes")
+@click.pass_context
+def api(ctx: click.Context, host: str, port: int, workers: int) -> None:
+    """Serve the HTTP API (Starlette on uvicorn with httptools and uvloop)."""
+    import uvicorn
+
+    settings = _settings(ctx)
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 5,
+    }
+    if workers > 1:
+        uvicorn.run("orchestrator.app:app_from_env", factory=True, workers=workers, **options)
+        return
+    from .app import create_app
+
+    uvicorn.run(create_app(settings), **options)
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@click.pass_context
+def worker(ctx: click.Context, burst: bool) -> None:
+    """Run an arq worker that executes runs of the flows in ORCH_FLOWS."""
+    import uvloop
+
+    from .registry import load_registry
+    from .worker import build_worker
+
+    settings = _settings(ctx)
+    registry = load_registry(settings.flows)
+    if not registry.all():
+        click.echo("warning: no flows registered (set ORCH_FLOWS)", err=True)
+
+    async def run() -> None:
+        w = build_worker(settings, registry, burst=burst)
+        try:
+            await w.main()
+        finally:
+            await w.close()
+
+    if burst:
+        uvloop.run(run())
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    build_worker(settings, registry).run()
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="The tenant the key belongs to.")
+@click.pass_context
+def keys_create(ctx: click.Context, tenant: str) -> None:
+    """Create an API key for TENANT; it is stored hashed and printed once."""
+    from .app import redis_from_settings
+    from .auth import create_key
+
+    settings = _settings(ctx)
+
+    async def run() -> str:
+        redis = redis_from_settings(settings)
+        try:
+            return await create_key(redis, tenant)
+        finally:
+            await redis.aclose()
+
+    try:
+        key = asyncio.run(run())
+    except Exception as exc:
+        click.echo(f"error: could not store the key: {exc}", err=True)
+        sys.exit(1)
+    click.echo(key)

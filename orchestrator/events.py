@@ -1,0 +1,33 @@
+"""Event type names and the two renderings of one transition: its log entry and its wire body."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from .models import Execution, ExecutionStatus, format_timestamp
+
+PREFIX = "execution."
+PROGRESS = "execution.progress"
+TEST = "webhook.test"
+STATUS_EVENTS = tuple(PREFIX + s.value for s in ExecutionStatus)
+# What an endpoint receives when it names no events: every status change, not progress.
+DEFAULT_EVENTS = STATUS_EVENTS
+ALL_EVENTS = (*STATUS_EVENTS, PROGRESS, TEST)
+
+
+def status_event(status: ExecutionStatus) -> str:
+    """Event type of a transition into `status`, e.g. ``execution.success``."""
+    return PREFIX + status.value
+
+
+def render(run: Execution[Any], *, message_id: str, event_type: str, at: datetime) -> tuple[str, str]:
+    """Return (log entry JSON with id and sequence, wire body JSON ``{type, timestamp, data}``).
+
+    The execution JSON is embedded as text in both, so it is serialized once.
+    """
+    data = run.model_dump_json(by_alias=True)
+    head = f'"type":{json.dumps(event_type)},"timestamp":"{format_timestamp(at)}","data":{data}'
+    entry = f'{{"id":"{message_id}","sequence":{run.sequence},{head}}}'
+    return entry, "{" + head + "}"

@@ -1,0 +1,136 @@
+"""API models shared by the server and the SDK: executions, flows, pages and error bodies.
+
+Every model speaks camelCase JSON (API.md) and accepts snake_case names in Python.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic.alias_generators import to_camel
+
+
+def format_timestamp(value: datetime) -> str:
+    """Render `value` as RFC 3339 UTC with milliseconds, e.g. ``2026-11-28T23:43:01.123Z``."""
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str, when_used="json")]
+
+OutputT = TypeVar("OutputT")
+ItemT = TypeVar("ItemT")
+
+
+class ApiModel(BaseModel):
+    """Base of every wire model: camelCase aliases, Python names accepted too."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class ExecutionStatus(StrEnum):
+    """Where an execution stands; the values are the wire and Redis text."""
+
+    queued = "queued"
+    running = "running"
+    success = "success"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True once the status can never change again."""
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({ExecutionStatus.success, ExecutionStatus.failed, ExecutionStatus.cancelled})
+
+
+class Metrics(ApiModel):
+    """Usage a flow reports through its RunContext."""
+
+    tokens_used: int = 0
+    cost: float = 0.0
+    steps_run: int = 0
+    steps_total: int | None = None
+
+
+class ExecutionError(ApiModel):
+    """Why an execution failed: a stable code, a human message and structured details."""
+
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Execution(ApiModel, Generic[OutputT]):
+    """One run of a flow, exactly as API.md describes it; generic in its output type."""
+
+    id: str
+    flow_id: str
+    status: ExecutionStatus
+    created_at: Timestamp
+    started_at: Timestamp | None = None
+    completed_at: Timestamp | None = None
+    duration: int | None = None
+    output: OutputT | None = None
+    metrics: Metrics = Field(default_factory=Metrics)
+    trace_id: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    error: ExecutionError | None = None
+    attempt: int = 1
+    sequence: int = 0
+
+
+class RunWebhook(ApiModel):
+    """A one-run webhook given at creation, signed with the tenant's default secret."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2048)
+    events: list[str] | None = None
+
+
+class RunCreate(ApiModel):
+    """Body of ``POST /v1/flows/{flowId}/runs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Any
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    webhook: RunWebhook | None = None
+
+
+class FlowInfo(ApiModel):
+    """A registered flow as ``GET /v1/flows`` shows it."""
+
+    id: str
+    description: str
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    steps_total: int | None
+    timeout: float
+
+
+class Page(ApiModel, Generic[ItemT]):
+    """One page of a newest-first list."""
+
+    data: list[ItemT]
+    next_cursor: str | None = None
+
+
+class ErrorDetail(ApiModel):
+    """The inner object of an error body."""
+
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorBody(ApiModel):
+    """``{"error": {"code", "message", "details"}}``: every 4xx and 5xx answer."""
+
+    error: ErrorDetail

@@ -1,0 +1,100 @@
+"""Reading client input safely: bounded JSON bodies and validated query parameters."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from .errors import InvalidJSON, PayloadTooLarge, ValidationFailed
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def field_errors(exc: ValidationError, *, prefix: str = "") -> list[dict[str, Any]]:
+    """One ``{field, message, type}`` per bad field, with dotted paths (``input.vendor.name``)."""
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        parts = [prefix] if prefix else []
+        parts += [str(p) for p in err["loc"]]
+        out.append({"field": ".".join(parts) or "body", "message": err["msg"], "type": err["type"]})
+    return out
+
+
+async def read_body(request: Request, *, max_bytes: int) -> bytes:
+    """Read the body, refusing it with 413 as soon as it passes `max_bytes` (never buffering more)."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidJSON("Content-Length is not a number")
+        if int(declared) > max_bytes:
+            raise PayloadTooLarge(
+                f"body of {declared} bytes is over the {max_bytes}-byte limit", details={"limit": max_bytes}
+            )
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"body is over the {max_bytes}-byte limit", details={"limit": max_bytes})
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """Decode a UTF-8 JSON document or raise InvalidJSON (never a 500 for odd input)."""
+    if not body.strip():
+        raise InvalidJSON("the body is empty; send a JSON object")
+    try:
+        text = body.decode("utf-8")
+        return json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise InvalidJSON("the body is not valid UTF-8", details={"position": exc.start}) from None
+    except json.JSONDecodeError as exc:
+        raise InvalidJSON(
+            f"the body is not valid JSON: {exc.msg}", details={"line": exc.lineno, "column": exc.colno}
+        ) from None
+    except RecursionError:
+        raise InvalidJSON("the body is nested too deeply") from None
+
+
+async def read_model(request: Request, model: type[M], *, max_bytes: int) -> M:
+    """Read, decode and validate the body as `model`."""
+    document = parse_json(await read_body(request, max_bytes=max_bytes))
+    if not isinstance(document, dict):
+        raise ValidationFailed(
+            "the body must be a JSON object",
+            details={"fields": [{"field": "body", "message": "expected an object", "type": "dict_type"}]},
+        )
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise ValidationFailed("the body is invalid", details={"fields": field_errors(exc)}) from None
+    except RecursionError:
+        raise InvalidJSON("the body is nested too deeply") from None
+
+
+def query_int(request: Request, name: str, *, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high], else 422."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ValidationFailed(
+            f"{name} must be an integer from {low} to {high}",
+            details={"fields": [{"field": name, "message": f"must be {low}..{high}", "type": "range"}]},
+        )
+    return value
+
+
+def bad_query(name: str, message: str) -> ValidationFailed:
+    """A 422 naming one bad query parameter."""
+    return ValidationFailed(
+        f"{name}: {message}", details={"fields": [{"field": name, "message": message, "type": "value_error"}]}
+    )

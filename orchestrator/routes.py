@@ -1,0 +1,194 @@
+"""HTTP endpoints of the runs API: thin functions that parse, call the store, and render models."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from webhooks.ids import is_valid
+
+from . import events
+from .auth import KeyRing
+from .errors import FlowNotFound, RunNotFound, Unauthorized, Unavailable, ValidationFailed
+from .models import ExecutionStatus, Page, RunCreate
+from .parsing import bad_query, field_errors, query_int, read_model
+from .registry import Flow, Registry
+from .settings import Settings
+from .store import RunStore
+
+MAX_PAGE = 100
+
+
+def render(model: BaseModel, status_code: int = 200) -> Response:
+    """A model as camelCase JSON."""
+    return Response(
+        model.model_dump_json(by_alias=True), status_code=status_code, media_type="application/json"
+    )
+
+
+async def authenticate(request: Request) -> str:
+    """Return the tenant of the request's bearer key, or raise Unauthorized."""
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthorized("send Authorization: Bearer <api key>")
+    keyring: KeyRing = request.app.state.keyring
+    tenant = await keyring.tenant_for(key.strip())
+    if tenant is None:
+        raise Unauthorized("unknown API key")
+    return tenant
+
+
+def _store(request: Request) -> RunStore:
+    store: RunStore = request.app.state.store
+    return store
+
+
+def _flow(request: Request) -> Flow:
+    registry: Registry = request.app.state.registry
+    flow_id = request.path_params["flow_id"]
+    found = registry.get(flow_id)
+    if found is None:
+        raise FlowNotFound(f"no flow {flow_id}")
+    return found
+
+
+def _run_id(request: Request) -> str:
+    run_id: str = request.path_params["run_id"]
+    if not is_valid(run_id, "exec"):
+        raise RunNotFound(f"no execution {run_id}")
+    return run_id
+
+
+def validate_webhook_url(url: str, field: str) -> None:
+    """Refuse anything but an absolute http(s) URL (422)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationFailed(
+            f"{field} must be an absolute http(s) URL",
+            details={"fields": [{"field": field, "message": "must be an http(s) URL", "type": "url"}]},
+        )
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: Redis answers."""
+    try:
+        await request.app.state.redis.ping()
+    except Exception as exc:
+        raise Unavailable("Redis is not reachable") from exc
+    return JSONResponse({"status": "ready"})
+
+
+async def list_flows(request: Request) -> Response:
+    """``GET /v1/flows``."""
+    await authenticate(request)
+    registry: Registry = request.app.state.registry
+    return render(Page(data=[f.info() for f in registry.all()], next_cursor=None))
+
+
+async def get_flow(request: Request) -> Response:
+    """``GET /v1/flows/{flowId}``."""
+    await authenticate(request)
+    return render(_flow(request).info())
+
+
+async def create_run(request: Request) -> Response:
+    """``POST /v1/flows/{flowId}/runs``: validate against the flow's input model, store, enqueue."""
+    tenant = await authenticate(request)
+    flow = _flow(request)
+    settings: Settings = request.app.state.settings
+    body = await read_model(request, RunCreate, max_bytes=settings.max_body_bytes)
+    try:
+        data = flow.input_model.model_validate(body.input)
+    except ValidationError as exc:
+        raise ValidationFailed(
+            f"input does not match flow {flow.id}'s input model",
+            details={"fields": field_errors(exc, prefix="input")},
+        ) from None
+    webhook_json = None
+    if body.webhook is not None:
+        validate_webhook_url(body.webhook.url, "webhook.url")
+        unknown = [e for e in body.webhook.events or [] if e not in (*events.STATUS_EVENTS, events.PROGRESS)]
+        if unknown:
+            raise ValidationFailed(
+                "unknown event types",
+                details={
+                    "fields": [
+                        {
+                            "field": "webhook.events",
+                            "message": f"unknown: {', '.join(unknown)}",
+                            "type": "enum",
+                        }
+                    ]
+                },
+            )
+        webhook_json = body.webhook.model_dump_json(by_alias=True, exclude_none=True)
+    run = await _store(request).create(
+        tenant=tenant,
+        flow_id=flow.id,
+        input_json=data.model_dump_json(by_alias=True),
+        metadata=body.metadata,
+        steps_total=flow.steps,
+        webhook_json=webhook_json,
+    )
+    return render(run, 202)
+
+
+async def get_run(request: Request) -> Response:
+    """``GET /v1/runs/{id}``: the stored JSON, passed through unparsed."""
+    tenant = await authenticate(request)
+    body = await _store(request).get_json(_run_id(request), tenant=tenant)
+    return Response(body, media_type="application/json")
+
+
+async def list_runs(request: Request) -> Response:
+    """``GET /v1/runs?status=&flowId=&limit=&cursor=``: newest first."""
+    tenant = await authenticate(request)
+    limit = query_int(request, "limit", default=20, low=1, high=MAX_PAGE)
+    status: ExecutionStatus | None = None
+    raw_status = request.query_params.get("status")
+    if raw_status:
+        try:
+            status = ExecutionStatus(raw_status)
+        except ValueError:
+            raise bad_query(
+                "status", "must be one of " + ", ".join(s.value for s in ExecutionStatus)
+            ) from None
+    flow_id = request.query_params.get("flowId") or None
+    cursor = request.query_params.get("cursor") or None
+    if cursor is not None and not is_valid(cursor, "exec"):
+        raise bad_query("cursor", "not a cursor returned by this API")
+    runs, next_cursor = await _store(request).page(
+        tenant=tenant, limit=limit, cursor=cursor, status=status, flow_id=flow_id
+    )
+    page: Page[Any] = Page(data=runs, next_cursor=next_cursor)
+    return render(page)
+
+
+async def cancel_run(request: Request) -> Response:
+    """``POST /v1/runs/{id}/cancel``: queued or running -> cancelled; terminal -> 409."""
+    tenant = await authenticate(request)
+    run = await _store(request).cancel(_run_id(request), tenant=tenant)
+    return render(run)
+
+
+ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/v1/flows", list_flows, methods=["GET"]),
+    Route("/v1/flows/{flow_id}", get_flow, methods=["GET"]),
+    Route("/v1/flows/{flow_id}/runs", create_run, methods=["POST"]),
+    Route("/v1/runs", list_runs, methods=["GET"]),
+    Route("/v1/runs/{run_id}", get_run, methods=["GET"]),
+    Route("/v1/runs/{run_id}/cancel", cancel_run, methods=["POST"]),
+]

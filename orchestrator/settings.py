@@ -1,0 +1,109 @@
+"""Process settings, read from ``ORCH_*`` environment variables in exactly one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything a process needs; build once with :meth:`from_env` and pass it down."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # "tenant:key,tenant:key"; keys made by `orchestrator keys create` live hashed in Redis.
+    api_keys: tuple[tuple[str, str], ...] = ()
+    flows: tuple[str, ...] = ()
+    webhook_allow_private: bool = False
+    webhook_timeout: float = Field(default=15.0, gt=0, le=300)
+    webhook_retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+
+    # Worker tuning, chosen by measurement (see README "Performance").
+    worker_max_jobs: int = Field(default=1000, gt=0)
+    worker_poll_delay: float = Field(default=0.5, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    lease_seconds: float = Field(default=10.0, gt=0)
+    heartbeat_seconds: float = Field(default=1.0, gt=0)
+    sweep_seconds: float = Field(default=2.0, gt=0)
+    requeue_after_seconds: float = Field(default=30.0, gt=0)
+
+    run_retention_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    queue_name: str = "orch:queue"
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+    @field_validator("flows", "webhook_retry_schedule", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _tenant_keys(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        pairs = []
+        for item in _split(value):
+            tenant, sep, key = item.partition(":")
+            if not sep or not tenant or not key:
+                raise ValueError("ORCH_API_KEYS entries must look like tenant:key")
+            pairs.append((tenant, key))
+        return tuple(pairs)
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _non_negative(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(v < 0 for v in value):
+            raise ValueError("retry delays must be >= 0")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Take values only from the arguments: :meth:`from_env` is the one reader of the environment."""
+        return (init_settings,)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``ORCH_<FIELD>`` variables of `environ` (default: ``os.environ``)."""
+        env = os.environ if environ is None else environ
+        values = {
+            name: env[f"ORCH_{name.upper()}"] for name in cls.model_fields if f"ORCH_{name.upper()}" in env
+        }
+        return cls.model_validate(values)
+
+    def to_env(self) -> dict[str, str]:
+        """Render these settings as ``ORCH_*`` variables, for child processes."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if name == "api_keys":
+                text = ",".join(f"{t}:{k}" for t, k in value)
+            elif isinstance(value, tuple):
+                text = ",".join(str(v) for v in value)
+            elif isinstance(value, bool):
+                text = "true" if value else "false"
+            else:
+                text = str(value)
+            out[f"ORCH_{name.upper()}"] = text
+        return out
