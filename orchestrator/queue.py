@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from arq.connections import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
+from redis.asyncio import Redis
 
-from . import keys
+from . import keys, scripts
 
 # arq drops a job that waited this long without starting; the pending sweep enqueues it again.
 JOB_EXPIRY_MS = 24 * 3600 * 1000
@@ -30,11 +30,20 @@ def job_payload(run_id: str, attempt: int, *, now_ms: int | None = None) -> byte
     return serialize_job(keys.JOB_FUNCTION, (run_id, attempt), {}, None, now)
 
 
-async def enqueue_run(pool: ArqRedis, run_id: str, attempt: int, *, queue_name: str) -> bool:
+async def enqueue_run(redis: Redis, run_id: str, attempt: int, *, queue_name: str) -> bool:
     """Enqueue `attempt` of `run_id` unless that job already exists; wake idle workers if it was new."""
-    job = await pool.enqueue_job(
-        keys.JOB_FUNCTION, run_id, attempt, _job_id=keys.job_id(run_id, attempt), _queue_name=queue_name
+    now = int(time.time() * 1000)
+    jid = keys.job_id(run_id, attempt)
+    done = await redis.eval(
+        scripts.ENQUEUE,
+        3,
+        job_key(jid),
+        result_key(jid),
+        queue_name,
+        job_payload(run_id, attempt, now_ms=now),
+        jid,
+        now,
+        JOB_EXPIRY_MS,
+        keys.WAKE_CHANNEL,
     )
-    if job is not None:
-        await pool.publish(keys.WAKE_CHANNEL, b"1")
-    return job is not None
+    return bool(done)

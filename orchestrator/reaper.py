@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from arq.connections import ArqRedis
+from redis.asyncio import Redis
 
 from . import keys
 from .models import ExecutionStatus
@@ -27,7 +27,7 @@ class SweepResult:
     requeued: int = 0
 
 
-async def sweep(store: RunStore, pool: ArqRedis, *, max_attempts: int, queue_name: str) -> SweepResult:
+async def sweep(store: RunStore, pool: Redis, *, max_attempts: int, queue_name: str) -> SweepResult:
     """Reap expired leases, then re-enqueue attempts that should have started by now."""
     result = SweepResult()
     for run_id in await store.expired_leases():

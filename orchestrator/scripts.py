@@ -124,3 +124,13 @@ if fields[1] ~= 'running' or fields[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'partial', ARGV[2])
 return 1
 """
+
+# Enqueue an arq job unless it exists (arq's own rule), and wake idle workers.
+# KEYS: 1 job key, 2 result key, 3 queue. ARGV: 1 payload, 2 job id, 3 score ms, 4 expiry ms, 5 wake channel.
+ENQUEUE = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+redis.call('PUBLISH', ARGV[5], '1')
+return 1
+"""

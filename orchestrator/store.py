@@ -32,6 +32,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _to_ms_precision(at: datetime) -> datetime:
+    # The wire carries milliseconds; keeping more in memory would make a re-read differ.
+    return at.replace(microsecond=at.microsecond - at.microsecond % 1000)
+
+
 def _ms(at: datetime) -> int:
     return int(at.timestamp() * 1000)
 
@@ -79,11 +84,15 @@ class RunStore:
         self.retention_ms = retention_seconds * 1000
         self.lease_ms = int(lease_seconds * 1000)
         self.requeue_ms = int(requeue_after_seconds * 1000)
-        self.clock = clock
+        self._clock = clock
         self._transition = redis.register_script(scripts.TRANSITION)
         self._acquire = redis.register_script(scripts.ACQUIRE)
         self._heartbeat = redis.register_script(scripts.HEARTBEAT)
         self._save_partial = redis.register_script(scripts.SAVE_PARTIAL)
+
+    def clock(self) -> datetime:
+        """Now, at millisecond precision."""
+        return _to_ms_precision(self._clock())
 
     # ----- reads -------------------------------------------------------------------------------
 
@@ -254,7 +263,7 @@ class RunStore:
         """Write a new `queued` execution, its event and its arq job in one atomic step."""
         now = self.clock()
         rid = run_id or new_id("exec", now_ms=_ms(now))
-        run: Execution[Any] = Execution(
+        run: Execution[Any] = Execution[Any](
             id=rid,
             flow_id=flow_id,
             status=S.queued,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: sorts like the number it encodes
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_MAX_RANDOM = (1 << 80) - 1  # Crockford base32: sorts like the number it encodes
 
 
 def _encode(value: int, length: int) -> str:
@@ -16,10 +17,21 @@ def _encode(value: int, length: int) -> str:
     return "".join(reversed(chars))
 
 
+_last = [0, 0]  # (ms, random part) of the newest id this process made
+
+
 def new_id(prefix: str, *, now_ms: int | None = None) -> str:
-    """Return `prefix_` + a 26-character id that sorts by creation time, then randomly."""
+    """Return `prefix_` + a 26-character id that sorts by creation time.
+
+    Within one process ids are strictly increasing, even within a millisecond (the random part
+    is incremented), so a list ordered by id is ordered by creation.
+    """
     ms = int(time.time() * 1000) if now_ms is None else now_ms
-    rand = int.from_bytes(os.urandom(10), "big")
+    if ms <= _last[0] and _last[1] < _MAX_RANDOM:
+        ms, rand = _last[0], _last[1] + 1
+    else:
+        rand = int.from_bytes(os.urandom(10), "big") >> 1  # headroom for increments
+    _last[0], _last[1] = ms, rand
     return f"{prefix}_{_encode(ms, 10)}{_encode(rand, 16)}"
 
 

@@ -1,0 +1,217 @@
+"""Shared fixtures: a private redis-server, settings, an API served by uvicorn, in-process workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import uvicorn
+from redis.asyncio import Redis
+
+from orchestrator.app import create_app
+from orchestrator.registry import Registry, load_registry
+from orchestrator.settings import Settings
+from orchestrator.worker import WakingWorker, build_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY_A = "key-tenant-a"
+KEY_B = "key-tenant-b"
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found is None:
+        pytest.exit("redis-server is not on PATH: run `make test` (it installs one) or install redis", 2)
+    return found
+
+
+class RedisProcess:
+    """A private redis-server for the test session (restartable, for outage tests)."""
+
+    def __init__(self, port: int, workdir: Path, *extra: str) -> None:
+        self.port = port
+        self.workdir = workdir
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.workdir), *self.extra]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not answer PING on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    server = RedisProcess(free_port(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisProcess) -> str:
+    return redis_server.url
+
+
+def make_settings(redis_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "api_keys": (("tenant-a", KEY_A), ("tenant-b", KEY_B)),
+        "flows": ("tests.flows",),
+        "webhook_allow_private": True,
+        "lease_seconds": 2.0,
+        "heartbeat_seconds": 0.3,
+        "sweep_seconds": 0.2,
+        "requeue_after_seconds": 1.0,
+        "worker_poll_delay": 0.5,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def settings(redis_url: str) -> Settings:
+    return make_settings(redis_url)
+
+
+@pytest.fixture(scope="session")
+def registry(settings: Settings) -> Registry:
+    return load_registry(settings.flows)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+class ServedApp:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings, registry: Registry) -> AsyncIterator[ServedApp]:
+    """Serve create_app(settings) with uvicorn on a free loopback port in this event loop."""
+    port = free_port()
+    config = uvicorn.Config(create_app(settings, registry), host="127.0.0.1", port=port,
+                            log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.get_running_loop().create_task(server.serve())
+    await wait_for(lambda: server.started, timeout=10)
+    try:
+        yield ServedApp(port)
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(scope="session")
+async def api_server(settings: Settings, registry: Registry) -> AsyncIterator[ServedApp]:
+    async with serve(settings, registry) as served:
+        yield served
+
+
+@pytest.fixture
+async def client(api_server: ServedApp, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api_server.url, headers={"Authorization": f"Bearer {KEY_A}"},
+                                 timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+async def client_b(api_server: ServedApp, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api_server.url, headers={"Authorization": f"Bearer {KEY_B}"},
+                                 timeout=30) as c:
+        yield c
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings, registry: Registry, **overrides: Any) -> AsyncIterator[WakingWorker]:
+    """An in-process worker running until the block ends."""
+    worker = build_worker(settings, registry, handle_signals=False, **overrides)
+    task = asyncio.get_running_loop().create_task(worker.main())
+    try:
+        yield worker
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await worker.close()
+
+
+@pytest.fixture
+async def worker(settings: Settings, registry: Registry, redis: Redis) -> AsyncIterator[WakingWorker]:
+    async with running_worker(settings, registry) as w:
+        yield w
+
+
+async def wait_for(
+    condition: Callable[[], Any | Awaitable[Any]], *, timeout: float = 10.0, interval: float = 0.01
+) -> Any:
+    """Wait until `condition()` is truthy (sync or async) and return its value; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if asyncio.iscoroutine(value) or isinstance(value, Awaitable):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+def subprocess_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env.update(settings.to_env())
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def spawn(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
+    """Start `python -m orchestrator ARGS` with `settings` in its environment."""
+    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], env=subprocess_env(settings),
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
