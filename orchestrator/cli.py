@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -117,3 +119,20 @@ def keys_create(ctx: click.Context, tenant: str) -> None:
         click.echo(f"error: could not store the key: {exc}", err=True)
         sys.exit(1)
     click.echo(key)
+
+
+@main.command()
+@click.option("--port", default=8000, show_default=True, type=int, help="API port (0: any free port).")
+@click.option("--flows", default=None, help="Comma-separated flow modules (default: the examples).")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the embedded Redis data (AOF) here between runs.",
+)
+@click.pass_context
+def dev(ctx: click.Context, port: int, flows: str | None, data_dir: Path | None) -> None:
+    """Run everything on this machine: Redis (embedded unless ORCH_REDIS_URL), API, worker."""
+    from .devmode import run_dev
+
+    sys.exit(run_dev(_settings(ctx), port=port, flows=flows, data_dir=data_dir, environ=dict(os.environ)))

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ import uvicorn
 from redis.asyncio import Redis
 
 from orchestrator.app import create_app
+from orchestrator.embedded import EmbeddedRedis, RedisNotFound, free_port
 from orchestrator.registry import Registry, load_registry
 from orchestrator.settings import Settings
 from orchestrator.worker import WakingWorker, build_worker
@@ -30,65 +29,19 @@ KEY_B = "key-tenant-b"
 T = TypeVar("T")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found is None:
-        pytest.exit("redis-server is not on PATH: run `make test` (it installs one) or install redis", 2)
-    return found
-
-
-class RedisProcess:
-    """A private redis-server for the test session (restartable, for outage tests)."""
-
-    def __init__(self, port: int, workdir: Path, *extra: str) -> None:
-        self.port = port
-        self.workdir = workdir
-        self.extra = extra
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--dir", str(self.workdir), *self.extra]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not answer PING on port {self.port}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    server = RedisProcess(free_port(), tmp_path_factory.mktemp("redis"))
-    server.start()
+def redis_server() -> Iterator[EmbeddedRedis]:
+    server = EmbeddedRedis()
+    try:
+        server.start()
+    except RedisNotFound as exc:
+        pytest.exit(str(exc), 2)
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def redis_url(redis_server: RedisProcess) -> str:
+def redis_url(redis_server: EmbeddedRedis) -> str:
     return redis_server.url
 
 
@@ -136,8 +89,14 @@ class ServedApp:
 async def serve(settings: Settings, registry: Registry) -> AsyncIterator[ServedApp]:
     """Serve create_app(settings) with uvicorn on a free loopback port in this event loop."""
     port = free_port()
-    config = uvicorn.Config(create_app(settings, registry), host="127.0.0.1", port=port,
-                            log_config=None, access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        create_app(settings, registry),
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
     server = uvicorn.Server(config)
     task = asyncio.get_running_loop().create_task(server.serve())
     await wait_for(lambda: server.started, timeout=10)
@@ -156,20 +115,24 @@ async def api_server(settings: Settings, registry: Registry) -> AsyncIterator[Se
 
 @pytest.fixture
 async def client(api_server: ServedApp, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=api_server.url, headers={"Authorization": f"Bearer {KEY_A}"},
-                                 timeout=30) as c:
+    async with httpx.AsyncClient(
+        base_url=api_server.url, headers={"Authorization": f"Bearer {KEY_A}"}, timeout=30
+    ) as c:
         yield c
 
 
 @pytest.fixture
 async def client_b(api_server: ServedApp, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=api_server.url, headers={"Authorization": f"Bearer {KEY_B}"},
-                                 timeout=30) as c:
+    async with httpx.AsyncClient(
+        base_url=api_server.url, headers={"Authorization": f"Bearer {KEY_B}"}, timeout=30
+    ) as c:
         yield c
 
 
 @contextlib.asynccontextmanager
-async def running_worker(settings: Settings, registry: Registry, **overrides: Any) -> AsyncIterator[WakingWorker]:
+async def running_worker(
+    settings: Settings, registry: Registry, **overrides: Any
+) -> AsyncIterator[WakingWorker]:
     """An in-process worker running until the block ends."""
     worker = build_worker(settings, registry, handle_signals=False, **overrides)
     task = asyncio.get_running_loop().create_task(worker.main())
@@ -213,5 +176,10 @@ def subprocess_env(settings: Settings) -> dict[str, str]:
 
 def spawn(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
     """Start `python -m orchestrator ARGS` with `settings` in its environment."""
-    return subprocess.Popen([sys.executable, "-m", "orchestrator", *args], env=subprocess_env(settings),
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", *args],
+        env=subprocess_env(settings),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )

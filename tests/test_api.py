@@ -1,6 +1,4 @@
 import asyncio
-import json
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -41,7 +39,9 @@ async def test_flows_are_listed_with_schemas(client: httpx.AsyncClient) -> None:
 
 
 async def test_run_goes_from_queued_to_success(client: httpx.AsyncClient, worker: WakingWorker) -> None:
-    resp = await client.post("/v1/flows/echo/runs", json={"input": {"text": "hi"}, "metadata": {"user": "u1"}})
+    resp = await client.post(
+        "/v1/flows/echo/runs", json={"input": {"text": "hi"}, "metadata": {"user": "u1"}}
+    )
     assert resp.status_code == 202
     run = resp.json()
     assert run["status"] == "queued" and run["id"].startswith("exec_") and run["flowId"] == "echo"
@@ -64,7 +64,11 @@ async def test_failed_run_has_a_useful_error(client: httpx.AsyncClient, worker: 
         return got if got["status"] == "failed" else None
 
     final = await wait_for(done)
-    assert final["error"] == {"code": "encrypted_pdf", "message": "the PDF is encrypted", "details": {"page": 1}}
+    assert final["error"] == {
+        "code": "encrypted_pdf",
+        "message": "the PDF is encrypted",
+        "details": {"page": 1},
+    }
 
 
 async def test_cancel_running_then_conflict(client: httpx.AsyncClient, worker: WakingWorker) -> None:
@@ -83,8 +87,10 @@ async def test_cancel_running_then_conflict(client: httpx.AsyncClient, worker: W
 
 
 async def test_list_filters_and_paginates(client: httpx.AsyncClient) -> None:
-    ids = [(await client.post("/v1/flows/echo/runs", json={"input": {"text": str(i)}})).json()["id"]
-           for i in range(5)]
+    ids = [
+        (await client.post("/v1/flows/echo/runs", json={"input": {"text": str(i)}})).json()["id"]
+        for i in range(5)
+    ]
     other = (await client.post("/v1/flows/noop/runs", json={"input": {}})).json()["id"]
     await client.post(f"/v1/runs/{ids[0]}/cancel")
     page = (await client.get("/v1/runs", params={"limit": 2})).json()
@@ -97,13 +103,30 @@ async def test_list_filters_and_paginates(client: httpx.AsyncClient) -> None:
     assert [r["id"] for r in page["data"]] == [ids[0]]
 
 
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer nope"}, {"Authorization": KEY_A},
-                                     {"Authorization": "Basic abc"}, {"Authorization": "Bearer"}])
-@pytest.mark.parametrize("method,path", [("GET", "/v1/flows"), ("GET", "/v1/flows/echo"),
-                                         ("POST", "/v1/flows/echo/runs"), ("GET", "/v1/runs"),
-                                         ("GET", "/v1/runs/exec_01M8JFKRM31KNKQKXWXQWENK52"),
-                                         ("POST", "/v1/runs/exec_01M8JFKRM31KNKQKXWXQWENK52/cancel")])
-async def test_every_route_needs_a_key(api_server, redis: Redis, headers: dict, method: str, path: str) -> None:
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": KEY_A},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer"},
+    ],
+)
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", "/v1/flows"),
+        ("GET", "/v1/flows/echo"),
+        ("POST", "/v1/flows/echo/runs"),
+        ("GET", "/v1/runs"),
+        ("GET", "/v1/runs/exec_01M8JFKRM31KNKQKXWXQWENK52"),
+        ("POST", "/v1/runs/exec_01M8JFKRM31KNKQKXWXQWENK52/cancel"),
+    ],
+)
+async def test_every_route_needs_a_key(
+    api_server, redis: Redis, headers: dict, method: str, path: str
+) -> None:
     async with httpx.AsyncClient(base_url=api_server.url) as anon:
         resp = await anon.request(method, path, headers=headers, json={"input": {"text": "x"}})
     assert resp.status_code == 401 and error_of(resp)["code"] == "unauthorized"
@@ -112,11 +135,15 @@ async def test_every_route_needs_a_key(api_server, redis: Redis, headers: dict, 
 
 async def test_tenants_never_see_each_other(client: httpx.AsyncClient, client_b: httpx.AsyncClient) -> None:
     run = (await client.post("/v1/flows/echo/runs", json={"input": {"text": "secret"}})).json()
-    for resp in (await client_b.get(f"/v1/runs/{run['id']}"), await client_b.post(f"/v1/runs/{run['id']}/cancel")):
+    for resp in (
+        await client_b.get(f"/v1/runs/{run['id']}"),
+        await client_b.post(f"/v1/runs/{run['id']}/cancel"),
+    ):
         assert resp.status_code == 404 and error_of(resp)["code"] == "not_found"
     missing = "exec_01M8JFKRM31KNKQKXWXQWENK52"
     assert error_of(await client_b.get(f"/v1/runs/{missing}")) | {"message": ""} == error_of(
-        await client_b.get(f"/v1/runs/{run['id']}")) | {"message": ""}
+        await client_b.get(f"/v1/runs/{run['id']}")
+    ) | {"message": ""}
     assert (await client_b.get("/v1/runs")).json() == {"data": [], "nextCursor": None}
     assert (await client_b.get("/v1/runs", params={"cursor": run["id"]})).json()["data"] == []
     assert (await client.get(f"/v1/runs/{run['id']}")).json()["status"] == "queued"
@@ -131,40 +158,58 @@ BAD_BODIES = [
     (b'"text"', 422, "validation_error"),
     (b'{"input": {"text": 5}}', 422, "validation_error"),
     (b'{"input": {}}', 422, "validation_error"),
-    (b'{}', 422, "validation_error"),
+    (b"{}", 422, "validation_error"),
     (b'{"input": {"text": "x"}, "surprise": 1}', 422, "validation_error"),
     (b'{"input": {"text": "x"}, "metadata": [1]}', 422, "validation_error"),
     (b'{"input": {"text": "x"}, "webhook": {"url": "ftp://x.example"}}', 422, "validation_error"),
-    (b'{"input": {"text": "x"}, "webhook": {"url": "https://x.example", "events": ["nope"]}}', 422,
-     "validation_error"),
+    (
+        b'{"input": {"text": "x"}, "webhook": {"url": "https://x.example", "events": ["nope"]}}',
+        422,
+        "validation_error",
+    ),
 ]
 
 
 @pytest.mark.parametrize("body,status,code", BAD_BODIES)
-async def test_bad_bodies_get_clear_errors_and_change_nothing(client: httpx.AsyncClient, redis: Redis,
-                                                              body: bytes, status: int, code: str) -> None:
-    resp = await client.post("/v1/flows/echo/runs", content=body, headers={"content-type": "application/json"})
+async def test_bad_bodies_get_clear_errors_and_change_nothing(
+    client: httpx.AsyncClient, redis: Redis, body: bytes, status: int, code: str
+) -> None:
+    resp = await client.post(
+        "/v1/flows/echo/runs", content=body, headers={"content-type": "application/json"}
+    )
     assert resp.status_code == status, resp.text
     assert error_of(resp)["code"] == code
     assert await count_runs(redis) == 0
 
 
 async def test_validation_error_lists_each_field(client: httpx.AsyncClient) -> None:
-    resp = await client.post("/v1/flows/slow/runs", json={"input": {"seconds": "long", "partial": {"a": "b"}}})
+    resp = await client.post(
+        "/v1/flows/slow/runs", json={"input": {"seconds": "long", "partial": {"a": "b"}}}
+    )
     fields = {f["field"] for f in error_of(resp)["details"]["fields"]}
     assert fields == {"input.seconds", "input.partial.a"}
 
 
-@pytest.mark.parametrize("query", [{"limit": "0"}, {"limit": "101"}, {"limit": "x"}, {"status": "done"},
-                                   {"cursor": "abc"}, {"cursor": "exec_!!"}])
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"limit": "0"},
+        {"limit": "101"},
+        {"limit": "x"},
+        {"status": "done"},
+        {"cursor": "abc"},
+        {"cursor": "exec_!!"},
+    ],
+)
 async def test_bad_queries_are_422(client: httpx.AsyncClient, query: dict) -> None:
     resp = await client.get("/v1/runs", params=query)
     assert resp.status_code == 422 and error_of(resp)["code"] == "validation_error"
     assert error_of(resp)["details"]["fields"][0]["field"] == next(iter(query))
 
 
-@pytest.mark.parametrize("path", ["/v1/runs/nope", "/v1/runs/exec_01M8JFKRM31KNKQKXWXQWENK52",
-                                  "/v1/runs/%00", "/v1/nothing-here"])
+@pytest.mark.parametrize(
+    "path", ["/v1/runs/nope", "/v1/runs/exec_01M8JFKRM31KNKQKXWXQWENK52", "/v1/runs/%00", "/v1/nothing-here"]
+)
 async def test_unknown_ids_and_routes_are_404(client: httpx.AsyncClient, path: str) -> None:
     resp = await client.get(path)
     assert resp.status_code == 404 and error_of(resp)["code"] == "not_found"
@@ -175,20 +220,28 @@ async def test_wrong_method_is_405_in_the_envelope(client: httpx.AsyncClient) ->
     assert resp.status_code == 405 and error_of(resp)["code"] == "method_not_allowed"
 
 
-async def test_oversized_body_is_refused_while_streaming(redis_url: str, registry: Registry, redis: Redis) -> None:
+async def test_oversized_body_is_refused_while_streaming(
+    redis_url: str, registry: Registry, redis: Redis
+) -> None:
     settings = make_settings(redis_url, max_body_bytes=1000)
-    async with serve(settings, registry) as served, httpx.AsyncClient(
-            base_url=served.url, headers={"Authorization": f"Bearer {KEY_A}"}) as c:
+    async with (
+        serve(settings, registry) as served,
+        httpx.AsyncClient(base_url=served.url, headers={"Authorization": f"Bearer {KEY_A}"}) as c,
+    ):
         resp = await c.post("/v1/flows/echo/runs", json={"input": {"text": "x" * 2000}})
         assert resp.status_code == 413 and error_of(resp)["code"] == "payload_too_large"
         # A chunked body with no length: send 2 KB of a body that never ends. The answer must
         # come while the client is still "sending", so the server cannot be buffering it all.
         reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
         chunk = b'{"input": {"text": "' + b"x" * 2000
-        writer.write(b"POST /v1/flows/echo/runs HTTP/1.1\r\nHost: x\r\n"
-                     + f"Authorization: Bearer {KEY_A}\r\n".encode()
-                     + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-                     + f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        writer.write(
+            b"POST /v1/flows/echo/runs HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {KEY_A}\r\n".encode()
+            + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + f"{len(chunk):x}\r\n".encode()
+            + chunk
+            + b"\r\n"
+        )
         await writer.drain()
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
         assert head.startswith(b"HTTP/1.1 413")
@@ -198,10 +251,16 @@ async def test_oversized_body_is_refused_while_streaming(redis_url: str, registr
 
 async def test_redis_down_answers_503(registry: Registry) -> None:
     settings = make_settings(f"redis://127.0.0.1:{free_port()}/0")
-    async with serve(settings, registry) as served, httpx.AsyncClient(
-            base_url=served.url, headers={"Authorization": f"Bearer {KEY_A}"}) as c:
-        for method, path in [("GET", "/v1/runs/exec_01M8JFKRM31KNKQKXWXQWENK52"), ("GET", "/v1/runs"),
-                             ("POST", "/v1/flows/echo/runs"), ("GET", "/readyz")]:
+    async with (
+        serve(settings, registry) as served,
+        httpx.AsyncClient(base_url=served.url, headers={"Authorization": f"Bearer {KEY_A}"}) as c,
+    ):
+        for method, path in [
+            ("GET", "/v1/runs/exec_01M8JFKRM31KNKQKXWXQWENK52"),
+            ("GET", "/v1/runs"),
+            ("POST", "/v1/flows/echo/runs"),
+            ("GET", "/readyz"),
+        ]:
             resp = await c.request(method, path, json={"input": {"text": "x"}})
             assert resp.status_code == 503, (path, resp.text)
             assert error_of(resp)["code"] == "unavailable"

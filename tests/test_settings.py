@@ -12,8 +12,15 @@ def test_defaults_match_the_contract() -> None:
 
 def test_reads_only_orch_variables_from_the_given_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORCH_MAX_BODY_BYTES", "5")
-    s = Settings.from_env({"ORCH_API_KEYS": "a:k1, b:k2", "ORCH_FLOWS": "x.y,z", "MAX_BODY_BYTES": "7",
-                           "ORCH_WEBHOOK_RETRY_SCHEDULE": "1,2.5", "ORCH_WEBHOOK_ALLOW_PRIVATE": "true"})
+    s = Settings.from_env(
+        {
+            "ORCH_API_KEYS": "a:k1, b:k2",
+            "ORCH_FLOWS": "x.y,z",
+            "MAX_BODY_BYTES": "7",
+            "ORCH_WEBHOOK_RETRY_SCHEDULE": "1,2.5",
+            "ORCH_WEBHOOK_ALLOW_PRIVATE": "true",
+        }
+    )
     assert s.api_keys == (("a", "k1"), ("b", "k2")) and s.flows == ("x.y", "z")
     assert s.webhook_retry_schedule == (1.0, 2.5) and s.webhook_allow_private is True
     assert s.max_body_bytes == 10 * 1024 * 1024  # the process environment was not consulted
@@ -24,8 +31,15 @@ def test_round_trips_through_the_environment() -> None:
     assert Settings.from_env(s.to_env()) == s
 
 
-@pytest.mark.parametrize("env", [{"ORCH_API_KEYS": "nocolon"}, {"ORCH_WEBHOOK_RETRY_SCHEDULE": "1,-1"},
-                                 {"ORCH_MAX_BODY_BYTES": "0"}, {"ORCH_WEBHOOK_TIMEOUT": "x"}])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"ORCH_API_KEYS": "nocolon"},
+        {"ORCH_WEBHOOK_RETRY_SCHEDULE": "1,-1"},
+        {"ORCH_MAX_BODY_BYTES": "0"},
+        {"ORCH_WEBHOOK_TIMEOUT": "x"},
+    ],
+)
 def test_bad_values_are_refused(env: dict[str, str]) -> None:
     with pytest.raises(ValidationError):
         Settings.from_env(env)

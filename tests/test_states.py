@@ -15,8 +15,12 @@ def make(status: S = S.queued) -> Execution:
 
 
 LEGAL = {
-    (S.queued, S.running), (S.queued, S.cancelled),
-    (S.running, S.running), (S.running, S.success), (S.running, S.failed), (S.running, S.cancelled),
+    (S.queued, S.running),
+    (S.queued, S.cancelled),
+    (S.running, S.running),
+    (S.running, S.success),
+    (S.running, S.failed),
+    (S.running, S.cancelled),
 }
 
 
@@ -64,6 +68,20 @@ def test_failed_carries_error() -> None:
 def test_timestamps_render_with_milliseconds_and_z() -> None:
     doc = make().model_dump(mode="json", by_alias=True)
     assert doc["createdAt"] == "2026-11-28T23:43:01.123Z"
-    assert set(doc) == {"id", "flowId", "status", "createdAt", "startedAt", "completedAt", "duration",
-                        "output", "metrics", "traceId", "metadata", "error", "attempt", "sequence"}
+    assert set(doc) == {
+        "id",
+        "flowId",
+        "status",
+        "createdAt",
+        "startedAt",
+        "completedAt",
+        "duration",
+        "output",
+        "metrics",
+        "traceId",
+        "metadata",
+        "error",
+        "attempt",
+        "sequence",
+    }
     assert set(doc["metrics"]) == {"tokensUsed", "cost", "stepsRun", "stepsTotal"}

@@ -16,8 +16,13 @@ S = ExecutionStatus
 
 
 def make_store(redis: Redis, settings: Settings) -> RunStore:
-    return RunStore(redis, queue_name=settings.queue_name, retention_seconds=settings.run_retention_seconds,
-                    lease_seconds=settings.lease_seconds, requeue_after_seconds=settings.requeue_after_seconds)
+    return RunStore(
+        redis,
+        queue_name=settings.queue_name,
+        retention_seconds=settings.run_retention_seconds,
+        lease_seconds=settings.lease_seconds,
+        requeue_after_seconds=settings.requeue_after_seconds,
+    )
 
 
 @pytest.fixture
@@ -35,9 +40,12 @@ async def create(store: RunStore, tenant: str = "a", flow: str = "echo") -> str:
     return run.id
 
 
-async def test_create_writes_queued_event_index_and_job(store: RunStore, redis: Redis, settings: Settings) -> None:
-    run = await store.create(tenant="a", flow_id="echo", input_json='{"text":"hi"}', metadata={"k": 1},
-                             steps_total=3)
+async def test_create_writes_queued_event_index_and_job(
+    store: RunStore, redis: Redis, settings: Settings
+) -> None:
+    run = await store.create(
+        tenant="a", flow_id="echo", input_json='{"text":"hi"}', metadata={"k": 1}, steps_total=3
+    )
     assert run.status is S.queued and run.sequence == 1 and run.attempt == 1
     assert run.metrics.steps_total == 3
     got = await store.get(run.id, tenant="a")
@@ -83,7 +91,7 @@ async def test_full_lifecycle_emits_one_event_per_transition_in_order(store: Run
     assert [e["sequence"] for e in log] == [1, 2, 3, 4]
     assert [e["id"] for e in log] == [e["id"] for e in await outbox(redis)]
     assert await redis.zscore(keys.LEASES, rid) is None
-    assert 0 < await redis.pttl(keys.run(rid)) and 0 < await redis.pttl(keys.run_events(rid))
+    assert await redis.pttl(keys.run(rid)) > 0 and await redis.pttl(keys.run_events(rid)) > 0
     assert await redis.zrange(keys.index("a", status=S.success), 0, -1) == [rid.encode()]
     assert await redis.zrange(keys.index("a", status=S.running), 0, -1) == []
 
@@ -140,8 +148,9 @@ async def test_reap_after_last_attempt_fails_with_worker_lost(store: RunStore, r
     assert done.output == {"pages": 2}
 
 
-async def test_cancel_keeps_partial_output_and_removes_queued_job(store: RunStore, redis: Redis,
-                                                                  settings: Settings) -> None:
+async def test_cancel_keeps_partial_output_and_removes_queued_job(
+    store: RunStore, redis: Redis, settings: Settings
+) -> None:
     rid = await create(store)
     done = await store.cancel(rid, tenant="a")
     assert done.status is S.cancelled and done.duration is None

@@ -23,8 +23,9 @@ def store(redis: Redis, settings: Settings) -> RunStore:
     return make_store(redis, settings)
 
 
-async def run_to_end(store: RunStore, flow: str, data: dict, timeout: float = 15.0,
-                     steps_total: int | None = None) -> Execution:
+async def run_to_end(
+    store: RunStore, flow: str, data: dict, timeout: float = 15.0, steps_total: int | None = None
+) -> Execution:
     run = await store.create(tenant="a", flow_id=flow, input_json=json.dumps(data), steps_total=steps_total)
 
     async def ended() -> Execution | None:
@@ -35,8 +36,9 @@ async def run_to_end(store: RunStore, flow: str, data: dict, timeout: float = 15
     return result
 
 
-async def test_success_records_output_metrics_and_duration(store: RunStore, worker: WakingWorker,
-                                                           redis: Redis) -> None:
+async def test_success_records_output_metrics_and_duration(
+    store: RunStore, worker: WakingWorker, redis: Redis
+) -> None:
     done = await run_to_end(store, "echo", {"text": "hello"}, steps_total=1)
     assert done.status is S.success and done.output == {"text": "hello"}
     assert done.metrics.tokens_used == 5 and done.metrics.cost == pytest.approx(0.001)
@@ -50,11 +52,16 @@ async def test_flow_error_fails_with_its_code_and_partial(store: RunStore, worke
     done = await run_to_end(store, "fail", {})
     assert done.status is S.failed and done.error is not None
     assert (done.error.code, done.error.message, done.error.details) == (
-        "encrypted_pdf", "the PDF is encrypted", {"page": 1})
+        "encrypted_pdf",
+        "the PDF is encrypted",
+        {"page": 1},
+    )
     assert done.output == {"pages": 1}
 
 
-async def test_uncaught_exception_is_flow_error_without_traceback(store: RunStore, worker: WakingWorker) -> None:
+async def test_uncaught_exception_is_flow_error_without_traceback(
+    store: RunStore, worker: WakingWorker
+) -> None:
     done = await run_to_end(store, "crash", {})
     assert done.status is S.failed and done.error is not None
     assert done.error.code == "flow_error" and done.error.message == "boom"
@@ -79,10 +86,12 @@ async def test_unknown_flow_fails_cleanly(store: RunStore, worker: WakingWorker)
     assert done.status is S.failed and done.error is not None and done.error.code == "flow_not_found"
 
 
-async def test_cancel_interrupts_a_running_flow_and_keeps_partial(store: RunStore, worker: WakingWorker,
-                                                                  redis: Redis) -> None:
-    run = await store.create(tenant="a", flow_id="slow",
-                             input_json=json.dumps({"seconds": 60, "partial": {"pages": 2}}))
+async def test_cancel_interrupts_a_running_flow_and_keeps_partial(
+    store: RunStore, worker: WakingWorker, redis: Redis
+) -> None:
+    run = await store.create(
+        tenant="a", flow_id="slow", input_json=json.dumps({"seconds": 60, "partial": {"pages": 2}})
+    )
 
     async def stepped() -> bool:
         return (await store.get(run.id, tenant="a")).metrics.steps_run == 1
@@ -97,8 +106,9 @@ async def test_cancel_interrupts_a_running_flow_and_keeps_partial(store: RunStor
     assert types[-1] == "execution.cancelled" and types.count("execution.cancelled") == 1
 
 
-async def test_cancelled_queued_run_never_starts(store: RunStore, settings: Settings, registry: Registry,
-                                                 redis: Redis) -> None:
+async def test_cancelled_queued_run_never_starts(
+    store: RunStore, settings: Settings, registry: Registry, redis: Redis
+) -> None:
     run = await store.create(tenant="a", flow_id="echo", input_json='{"text":"x"}')
     await store.cancel(run.id, tenant="a")
     # put the job back, as if the cancel had raced the worker's pick-up
@@ -111,7 +121,8 @@ async def test_cancelled_queued_run_never_starts(store: RunStore, settings: Sett
 
 
 async def test_worker_wakes_on_enqueue_without_waiting_for_its_poll(
-        store: RunStore, settings: Settings, registry: Registry, redis: Redis) -> None:
+    store: RunStore, settings: Settings, registry: Registry, redis: Redis
+) -> None:
     slow_poll = settings.model_copy(update={"worker_poll_delay": 3600.0})
     async with running_worker(slow_poll, registry):
         await wait_for(lambda: redis.pubsub_numsub(keys.WAKE_CHANNEL), timeout=5)
@@ -120,8 +131,9 @@ async def test_worker_wakes_on_enqueue_without_waiting_for_its_poll(
     assert done.status is S.success
 
 
-async def test_sweep_enqueues_a_run_whose_job_was_lost(store: RunStore, worker: WakingWorker,
-                                                       settings: Settings, redis: Redis) -> None:
+async def test_sweep_enqueues_a_run_whose_job_was_lost(
+    store: RunStore, worker: WakingWorker, settings: Settings, redis: Redis
+) -> None:
     run = await store.create(tenant="a", flow_id="echo", input_json='{"text":"x"}')
     # Simulate an API that died after writing the run but before its job existed.
     await redis.zrem(settings.queue_name, keys.job_id(run.id, 1))
@@ -133,8 +145,9 @@ async def test_sweep_enqueues_a_run_whose_job_was_lost(store: RunStore, worker: 
     await wait_for(ended, timeout=15)
 
 
-async def test_killed_worker_is_reaped_and_the_run_retried(redis_url: str, registry: Registry,
-                                                           redis: Redis) -> None:
+async def test_killed_worker_is_reaped_and_the_run_retried(
+    redis_url: str, registry: Registry, redis: Redis
+) -> None:
     settings = make_settings(redis_url, lease_seconds=1.0, max_attempts=3)
     store = make_store(redis, settings)
     proc = spawn(settings, "worker")
@@ -149,6 +162,7 @@ async def test_killed_worker_is_reaped_and_the_run_retried(redis_url: str, regis
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     async with running_worker(settings, registry):
+
         async def ended() -> Execution | None:
             got = await store.get(run.id, tenant="a")
             return got if got.status.terminal else None
@@ -165,8 +179,9 @@ async def test_last_attempt_lost_ends_worker_lost(redis_url: str, registry: Regi
     store = make_store(redis, settings)
     proc = spawn(settings, "worker")
     try:
-        run = await store.create(tenant="a", flow_id="slow",
-                                 input_json=json.dumps({"seconds": 60, "partial": {"p": 1}}))
+        run = await store.create(
+            tenant="a", flow_id="slow", input_json=json.dumps({"seconds": 60, "partial": {"p": 1}})
+        )
 
         async def running() -> bool:
             return (await store.get(run.id, tenant="a")).metrics.steps_run == 1
@@ -176,6 +191,7 @@ async def test_last_attempt_lost_ends_worker_lost(redis_url: str, registry: Regi
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     async with running_worker(settings, registry):
+
         async def ended() -> Execution | None:
             got = await store.get(run.id, tenant="a")
             return got if got.status.terminal else None
