@@ -79,7 +79,7 @@ def run_dev(
             f"{' (embedded)' if redis else ''}\n  tenant   {tenant}\n  API key  {key}\n"
             f"  flows    {', '.join(settings.flows)}\n\n  try:\n"
             f"  curl -s -X POST {url}/v1/flows/invoice-extraction/runs -H 'Authorization: Bearer {key}' "
-            f"-H 'content-type: application/json' -d \"{{\\\"input\\\": $(cat examples/invoice.json)}}\"\n"
+            f'-H \'content-type: application/json\' -d "{{\\"input\\": $(cat examples/invoice.json)}}"\n'
             "\n  Ctrl-C stops everything.\n"
         )
         while not stopping:
