@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from .models import Metrics
 
 if TYPE_CHECKING:
-    from .store import RunStore
+    from .store import RunStore, Stored
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class RunContext:
         trace_id: str,
         metadata: dict[str, Any],
         metrics: Metrics,
+        known: Stored | None = None,
     ) -> None:
         self.run_id = run_id
         self.flow_id = flow_id
@@ -56,6 +57,8 @@ class RunContext:
             {"run_id": run_id, "attempt": attempt, "trace_id": trace_id},
         )
         self._store = store
+        # The run as of this attempt's last write: lets progress skip a read (compare-and-set keeps it safe).
+        self.known = known
         self._dirty = False
         self._flusher: asyncio.Task[None] | None = None
 
@@ -64,7 +67,7 @@ class RunContext:
         self.metrics = self.metrics.model_copy(update={"steps_run": self.metrics.steps_run + 1})
         self.logger.info("run %s step %d %s", self.run_id, self.metrics.steps_run, name)
         await self.flush()
-        await self._store.progress(self.run_id, self.attempt, self.metrics)
+        await self._store.progress(self.run_id, self.attempt, self.metrics, known=self.known)
 
     def add_usage(self, *, tokens: int = 0, cost: float = 0.0) -> None:
         """Add token usage and cost to the execution's metrics (sent with the next step or the end)."""

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
 
-from .models import Execution, ExecutionStatus, format_timestamp
+from .models import ExecutionStatus, format_timestamp
 
 PREFIX = "execution."
 PROGRESS = "execution.progress"
@@ -22,12 +21,11 @@ def status_event(status: ExecutionStatus) -> str:
     return PREFIX + status.value
 
 
-def render(run: Execution[Any], *, message_id: str, event_type: str, at: datetime) -> tuple[str, str]:
+def render(data: str, *, sequence: int, message_id: str, event_type: str, at: datetime) -> tuple[str, str]:
     """Return (log entry JSON with id and sequence, wire body JSON ``{type, timestamp, data}``).
 
-    The execution JSON is embedded as text in both, so it is serialized once.
+    `data` is the execution's JSON, embedded as text in both so it is serialized only once.
     """
-    data = run.model_dump_json(by_alias=True)
     head = f'"type":{json.dumps(event_type)},"timestamp":"{format_timestamp(at)}","data":{data}'
-    entry = f'{{"id":"{message_id}","sequence":{run.sequence},{head}}}'
+    entry = f'{{"id":"{message_id}","sequence":{sequence},{head}}}'
     return entry, "{" + head + "}"

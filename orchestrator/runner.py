@@ -77,6 +77,7 @@ class Runner:
             trace_id=run.trace_id,
             metadata=run.metadata,
             metrics=run.metrics,
+            known=stored,
         )
         if flow is None:
             error = ExecutionError(

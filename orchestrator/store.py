@@ -171,7 +171,10 @@ class RunStore:
         run = plan.run
         now = self.clock()
         message_id = new_id("msg")
-        entry, body = events.render(run, message_id=message_id, event_type=plan.event_type, at=now)
+        data = run.model_dump_json(by_alias=True)
+        entry, body = events.render(
+            data, sequence=run.sequence, message_id=message_id, event_type=plan.event_type, at=now
+        )
         old_status = prev.run.status if prev else run.status
         job_id = keys.job_id(run.id, plan.job_attempt or run.attempt)
         current_job = keys.job_id(run.id, run.attempt)
@@ -200,7 +203,7 @@ class RunStore:
             str(run.sequence),
             run.status.value,
             str(run.attempt),
-            run.model_dump_json(by_alias=True),
+            data,
             entry,
             body,
             run.id,
@@ -230,11 +233,22 @@ class RunStore:
         return result
 
     async def _update(
-        self, run_id: str, plan_for: Callable[[Stored], _Plan | None], *, tenant: str | None = None
+        self,
+        run_id: str,
+        plan_for: Callable[[Stored], _Plan | None],
+        *,
+        tenant: str | None = None,
+        known: Stored | None = None,
     ) -> Execution[Any] | None:
-        """Read, plan, compare-and-set; re-read and re-plan when another writer got there first."""
+        """Plan from the state read (or `known`), compare-and-set; on a lost race re-read and re-plan.
+
+        `known` is the state a worker holds from its own last write: trying it first saves a read,
+        and the compare-and-set makes a stale guess harmless. It is updated on success.
+        """
+        stored = known
         for _ in range(100):
-            stored = await self.load(run_id)
+            if stored is None:
+                stored = await self.load(run_id)
             if stored is None or (tenant is not None and stored.tenant != tenant):
                 raise RunNotFound(f"no execution {run_id}")
             plan = plan_for(stored)
@@ -242,9 +256,12 @@ class RunStore:
                 return None
             result = await self._commit(stored, plan, tenant=stored.tenant)
             if result == 1:
+                if known is not None:
+                    known.run = plan.run
                 return plan.run
             if result == -1:
                 return None
+            stored = None
         raise Unavailable(f"execution {run_id} is changing too fast to update")
 
     # ----- operations --------------------------------------------------------------------------
@@ -309,7 +326,9 @@ class RunStore:
                 stored.run = run
                 return stored
 
-    async def progress(self, run_id: str, attempt: int, metrics: Metrics) -> Execution[Any] | None:
+    async def progress(
+        self, run_id: str, attempt: int, metrics: Metrics, *, known: Stored | None = None
+    ) -> Execution[Any] | None:
         """Record new metrics of a running attempt as an ``execution.progress`` event."""
 
         def plan(stored: Stored) -> _Plan | None:
@@ -320,7 +339,7 @@ class RunStore:
             run = stored.run.model_copy(update={"metrics": metrics, "sequence": stored.run.sequence + 1})
             return _Plan(run=run, event_type=events.PROGRESS)
 
-        return await self._update(run_id, plan)
+        return await self._update(run_id, plan, known=known)
 
     async def finish(
         self,
@@ -331,6 +350,7 @@ class RunStore:
         output: Any = None,
         error: ExecutionError | None = None,
         metrics: Metrics | None = None,
+        known: Stored | None = None,
     ) -> Execution[Any] | None:
         """End a running attempt with `status`; a stale attempt raises StaleAttempt."""
 
@@ -342,7 +362,7 @@ class RunStore:
                 run=run, event_type=events.status_event(status), lease="del", pending="del", retention=True
             )
 
-        return await self._update(run_id, plan)
+        return await self._update(run_id, plan, known=known)
 
     async def cancel(self, run_id: str, *, tenant: str) -> Execution[Any]:
         """Cancel a queued or running execution, keeping its saved partial output."""
