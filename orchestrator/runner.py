@@ -157,7 +157,13 @@ class Runner:
         await ctx.flush()
         try:
             await self.store.finish(
-                ctx.run_id, ctx.attempt, status, output=output, error=error, metrics=ctx.metrics
+                ctx.run_id,
+                ctx.attempt,
+                status,
+                output=output,
+                error=error,
+                metrics=ctx.metrics,
+                known=ctx.known,
             )
         except (StaleAttempt, InvalidTransition) as exc:
             # Someone else ended or took over the run first (a cancel, a reaper): theirs stands.
