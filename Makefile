@@ -29,7 +29,7 @@ redis: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check orchestrator webhooks tests examples
-	$(BIN)/ruff format --check orchestrator webhooks
+	$(BIN)/ruff format --check orchestrator webhooks tests examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -6,7 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
@@ -21,6 +21,7 @@ from .registry import Registry, load_registry
 from .routes import ROUTES
 from .settings import Settings
 from .store import RunStore
+from .waiters import Waiters
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,20 @@ async def _on_error(request: Request, exc: Exception) -> Response:
 
 
 def redis_from_settings(settings: Settings) -> Redis:
-    """A pooled asyncio Redis client that fails fast when Redis is down."""
-    return Redis.from_url(
-        settings.redis_url, socket_connect_timeout=2.0, socket_timeout=10.0, health_check_interval=30
+    """An asyncio Redis client on a bounded pool that fails fast when Redis is down.
+
+    The pool is bounded so that load (or a thousand parked waiters) can never turn into a
+    thousand Redis connections: a request waits up to 5 s for a free connection, then gets 503.
+    """
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=5.0,
+        socket_connect_timeout=2.0,
+        socket_timeout=10.0,
+        health_check_interval=30,
     )
+    return Redis(connection_pool=pool)
 
 
 def create_app(settings: Settings, registry: Registry | None = None) -> Starlette:
@@ -80,9 +91,12 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
             requeue_after_seconds=settings.requeue_after_seconds,
         )
         app.state.keyring = KeyRing(settings.api_keys, redis)
+        app.state.waiters = Waiters(redis)
+        await app.state.waiters.start()
         try:
             yield
         finally:
+            await app.state.waiters.stop()
             await redis.aclose()
 
     app = Starlette(

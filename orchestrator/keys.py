@@ -17,7 +17,20 @@ PENDING = f"{PREFIX}:pending"
 # sha256(api key) -> tenant, for keys made by `orchestrator keys create`.
 API_KEYS = f"{PREFIX}:apikeys"
 
+# Every tenant that ever created a run, and per tenant every flow: enough to name every index key.
+TENANTS = f"{PREFIX}:tenants"
+
 JOB_FUNCTION = "execute_run"
+
+
+def tenant_flows(tenant: str) -> str:
+    """Set of the flow ids a tenant has runs of."""
+    return f"{PREFIX}:t:{tenant}:flows"
+
+
+def idempotency(tenant: str, key: str) -> str:
+    """The claim of one Idempotency-Key: its body fingerprint and the run ids it created."""
+    return f"{PREFIX}:t:{tenant}:idem:{key}"
 
 
 def run(run_id: str) -> str:

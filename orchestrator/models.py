@@ -104,6 +104,23 @@ class RunCreate(ApiModel):
     webhook: RunWebhook | None = None
 
 
+class BatchItem(ApiModel):
+    """One item of a batch create."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: Any
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class BatchCreate(ApiModel):
+    """Body of ``POST /v1/flows/{flowId}/runs/batch``: 1 to 1000 items."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[BatchItem] = Field(min_length=1, max_length=1000)
+
+
 class FlowInfo(ApiModel):
     """A registered flow as ``GET /v1/flows`` shows it."""
 

@@ -10,25 +10,26 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from webhooks.ids import is_valid
+from webhooks.ids import is_valid, new_id
 
 from . import events
 from .auth import KeyRing
 from .errors import FlowNotFound, RunNotFound, Unauthorized, Unavailable, ValidationFailed
-from .models import ExecutionStatus, Page, RunCreate
+from .idempotency import Claim, check_key, claim, fingerprint
+from .live import prefer_wait, respond_when_terminal, run_events, wait_seconds
+from .models import BatchCreate, ExecutionStatus, Page, RunCreate
 from .parsing import bad_query, field_errors, query_int, read_model
 from .registry import Flow, Registry
 from .settings import Settings
-from .store import RunStore
+from .store import NewRun, RunStore
 
 MAX_PAGE = 100
 
 
-def render(model: BaseModel, status_code: int = 200) -> Response:
+def render(model: BaseModel, status_code: int = 200, *, headers: dict[str, str] | None = None) -> Response:
     """A model as camelCase JSON."""
-    return Response(
-        model.model_dump_json(by_alias=True), status_code=status_code, media_type="application/json"
-    )
+    body = model.model_dump_json(by_alias=True)
+    return Response(body, status_code=status_code, media_type="application/json", headers=headers)
 
 
 async def authenticate(request: Request) -> str:
@@ -102,46 +103,115 @@ async def get_flow(request: Request) -> Response:
     return render(_flow(request).info())
 
 
+def _webhook_json(body: RunCreate) -> str | None:
+    if body.webhook is None:
+        return None
+    validate_webhook_url(body.webhook.url, "webhook.url")
+    unknown = [e for e in body.webhook.events or [] if e not in (*events.STATUS_EVENTS, events.PROGRESS)]
+    if unknown:
+        raise ValidationFailed(
+            "unknown event types",
+            details={
+                "fields": [
+                    {"field": "webhook.events", "message": f"unknown: {', '.join(unknown)}", "type": "enum"}
+                ]
+            },
+        )
+    return body.webhook.model_dump_json(by_alias=True, exclude_none=True)
+
+
+def _validate_input(flow: Flow, value: Any, prefix: str) -> str:
+    try:
+        data = flow.input_model.model_validate(value)
+    except ValidationError as exc:
+        raise ValidationFailed(
+            f"input does not match flow {flow.id}'s input model",
+            details={"fields": field_errors(exc, prefix=prefix)},
+        ) from None
+    return data.model_dump_json(by_alias=True)
+
+
+async def _claim_ids(request: Request, *, tenant: str, route: str, document: Any, count: int) -> Claim:
+    """Fresh run ids, or with an Idempotency-Key the ids of the first request that used it."""
+    ids = [new_id("exec") for _ in range(count)]
+    header = request.headers.get("idempotency-key")
+    if header is None:
+        return Claim(run_ids=ids, replayed=False)
+    settings: Settings = request.app.state.settings
+    return await claim(
+        request.app.state.redis,
+        tenant=tenant,
+        key=check_key(header),
+        fp=fingerprint(route, document),
+        run_ids=ids,
+        ttl=settings.idempotency_ttl_seconds,
+    )
+
+
 async def create_run(request: Request) -> Response:
-    """``POST /v1/flows/{flowId}/runs``: validate against the flow's input model, store, enqueue."""
+    """``POST /v1/flows/{flowId}/runs``: validate, store and enqueue; optionally wait (Prefer: wait=N)."""
     tenant = await authenticate(request)
     flow = _flow(request)
     settings: Settings = request.app.state.settings
     body = await read_model(request, RunCreate, max_bytes=settings.max_body_bytes)
-    try:
-        data = flow.input_model.model_validate(body.input)
-    except ValidationError as exc:
-        raise ValidationFailed(
-            f"input does not match flow {flow.id}'s input model",
-            details={"fields": field_errors(exc, prefix="input")},
-        ) from None
-    webhook_json = None
-    if body.webhook is not None:
-        validate_webhook_url(body.webhook.url, "webhook.url")
-        unknown = [e for e in body.webhook.events or [] if e not in (*events.STATUS_EVENTS, events.PROGRESS)]
-        if unknown:
-            raise ValidationFailed(
-                "unknown event types",
-                details={
-                    "fields": [
-                        {
-                            "field": "webhook.events",
-                            "message": f"unknown: {', '.join(unknown)}",
-                            "type": "enum",
-                        }
-                    ]
-                },
-            )
-        webhook_json = body.webhook.model_dump_json(by_alias=True, exclude_none=True)
+    input_json = _validate_input(flow, body.input, "input")
+    webhook_json = _webhook_json(body)
+    wait = prefer_wait(request)
+    got = await _claim_ids(
+        request, tenant=tenant, route=f"runs:{flow.id}", document=body.model_dump(mode="json"), count=1
+    )
     run = await _store(request).create(
         tenant=tenant,
         flow_id=flow.id,
-        input_json=data.model_dump_json(by_alias=True),
+        input_json=input_json,
         metadata=body.metadata,
         steps_total=flow.steps,
         webhook_json=webhook_json,
+        run_id=got.run_ids[0],
     )
-    return render(run, 202)
+    headers = {"Idempotent-Replayed": "true"} if got.replayed else {}
+    if wait is not None:
+        headers["Preference-Applied"] = f"wait={wait:g}"
+        return await respond_when_terminal(request, run.id, tenant=tenant, seconds=wait, headers=headers)
+    return render(run, 202, headers=headers)
+
+
+async def create_batch(request: Request) -> Response:
+    """``POST /v1/flows/{flowId}/runs/batch``: validate every item first, then create all, in order."""
+    tenant = await authenticate(request)
+    flow = _flow(request)
+    settings: Settings = request.app.state.settings
+    body = await read_model(request, BatchCreate, max_bytes=settings.max_body_bytes)
+    inputs: list[str] = []
+    bad: list[dict[str, Any]] = []
+    for i, item in enumerate(body.items):
+        try:
+            inputs.append(_validate_input(flow, item.input, f"items.{i}.input"))
+        except ValidationFailed as exc:
+            bad.extend(exc.details["fields"])
+    if bad:
+        indexes = sorted({int(f["field"].split(".")[1]) for f in bad})
+        raise ValidationFailed(
+            f"{len(indexes)} of {len(body.items)} items are invalid; nothing was started",
+            details={"indexes": indexes, "fields": bad},
+        )
+    got = await _claim_ids(
+        request,
+        tenant=tenant,
+        route=f"batch:{flow.id}",
+        document=body.model_dump(mode="json"),
+        count=len(inputs),
+    )
+    items = [
+        NewRun(input_json=inp, metadata=item.metadata, run_id=rid)
+        for inp, item, rid in zip(inputs, body.items, got.run_ids, strict=True)
+    ]
+    created = await _store(request).create_many(
+        tenant=tenant, flow_id=flow.id, items=items, steps_total=flow.steps
+    )
+    page: Page[Any] = Page(data=[run for run, _ in created], next_cursor=None)
+    headers = {"Idempotent-Replayed": "true"} if got.replayed else {}
+    return render(page, 202, headers=headers)
 
 
 async def get_run(request: Request) -> Response:
@@ -175,6 +245,20 @@ async def list_runs(request: Request) -> Response:
     return render(page)
 
 
+async def wait_run(request: Request) -> Response:
+    """``GET /v1/runs/{id}/wait?timeout=S``: the run once terminal (200), else after S s (202)."""
+    tenant = await authenticate(request)
+    run_id = _run_id(request)
+    seconds = wait_seconds(request)
+    return await respond_when_terminal(request, run_id, tenant=tenant, seconds=seconds)
+
+
+async def list_events(request: Request) -> Response:
+    """``GET /v1/runs/{id}/events``: the ordered event log, or an SSE stream of it."""
+    tenant = await authenticate(request)
+    return await run_events(request, _run_id(request), tenant=tenant)
+
+
 async def cancel_run(request: Request) -> Response:
     """``POST /v1/runs/{id}/cancel``: queued or running -> cancelled; terminal -> 409."""
     tenant = await authenticate(request)
@@ -188,7 +272,10 @@ ROUTES = [
     Route("/v1/flows", list_flows, methods=["GET"]),
     Route("/v1/flows/{flow_id}", get_flow, methods=["GET"]),
     Route("/v1/flows/{flow_id}/runs", create_run, methods=["POST"]),
+    Route("/v1/flows/{flow_id}/runs/batch", create_batch, methods=["POST"]),
     Route("/v1/runs", list_runs, methods=["GET"]),
     Route("/v1/runs/{run_id}", get_run, methods=["GET"]),
+    Route("/v1/runs/{run_id}/wait", wait_run, methods=["GET"]),
+    Route("/v1/runs/{run_id}/events", list_events, methods=["GET"]),
     Route("/v1/runs/{run_id}/cancel", cancel_run, methods=["POST"]),
 ]

@@ -9,7 +9,8 @@ from __future__ import annotations
 # KEYS: 1 run hash, 2 outbox stream, 3 run events list, 4 tenant index, 5 tenant+flow index,
 #       6 old status index, 7 new status index, 8 old flow+status index, 9 new flow+status index,
 #       10 leases zset, 11 pending zset, 12 arq job key, 13 arq result key, 14 arq queue,
-#       15 arq job key of the run's current attempt (dropped on terminal states)
+#       15 arq job key of the run's current attempt (dropped on terminal states),
+#       16 set of tenants, 17 set of the tenant's flows
 # ARGV: 1 expected sequence ('' = the run must not exist yet), 2 new sequence, 3 new status,
 #       4 attempt, 5 execution JSON, 6 event JSON (run log), 7 wire body, 8 run id, 9 message id,
 #       10 event type, 11 tenant, 12 flow id, 13 lease ('' keep | 'del' | deadline ms),
@@ -38,6 +39,8 @@ if ARGV[24] ~= '' then redis.call('HSET', KEYS[1], 'input', ARGV[24]) end
 if not old then
   redis.call('ZADD', KEYS[4], 0, id)
   redis.call('ZADD', KEYS[5], 0, id)
+  redis.call('SADD', KEYS[16], ARGV[11])
+  redis.call('SADD', KEYS[17], ARGV[12])
 end
 if old ~= ARGV[3] then
   if old then

@@ -24,6 +24,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_max_connections: int = Field(default=64, ge=4)
     # "tenant:key,tenant:key"; keys made by `orchestrator keys create` live hashed in Redis.
     api_keys: tuple[tuple[str, str], ...] = ()
     flows: tuple[str, ...] = ()
@@ -42,6 +43,8 @@ class Settings(BaseSettings):
     requeue_after_seconds: float = Field(default=30.0, gt=0)
 
     run_retention_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
+    sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
     queue_name: str = "orch:queue"
     log_level: str = "INFO"
     log_format: str = "text"

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 S = ExecutionStatus
 _FIELDS = ("json", "tenant", "input", "partial", "webhook")
+_CHUNK = 200  # creates per pipelined round trip
 
 
 def utcnow() -> datetime:
@@ -50,6 +51,16 @@ class Stored:
     input_json: str | None = None
     partial_json: str | None = None
     webhook_json: str | None = None
+
+
+@dataclass
+class NewRun:
+    """One execution to create."""
+
+    input_json: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    webhook_json: str | None = None
+    run_id: str | None = None
 
 
 @dataclass
@@ -123,10 +134,27 @@ class RunStore:
 
     async def get_json(self, run_id: str, *, tenant: str) -> bytes:
         """Return the execution's stored JSON without parsing it (the hot GET path)."""
-        body, owner = await self.redis.hmget(keys.run(run_id), ("json", "tenant"))
+        body, _ = await self.get_json_status(run_id, tenant=tenant)
+        return body
+
+    async def get_json_status(self, run_id: str, *, tenant: str) -> tuple[bytes, ExecutionStatus]:
+        """Return the execution's stored JSON and its status."""
+        body, owner, status = await self.redis.hmget(keys.run(run_id), ("json", "tenant", "status"))
         if body is None or owner is None or owner.decode() != tenant:
             raise RunNotFound(f"no execution {run_id}")
-        return bytes(body)
+        return bytes(body), ExecutionStatus(status.decode())
+
+    async def events(
+        self, run_id: str, *, tenant: str, after: int = 0
+    ) -> tuple[list[bytes], ExecutionStatus]:
+        """The run's event log entries with sequence > `after` (entry n has sequence n + 1)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(keys.run(run_id), ("tenant", "status"))
+            pipe.lrange(keys.run_events(run_id), after, -1)
+            (owner, status), entries = await pipe.execute()
+        if owner is None or owner.decode() != tenant:
+            raise RunNotFound(f"no execution {run_id}")
+        return [bytes(e) for e in entries], ExecutionStatus(status.decode())
 
     async def page(
         self,
@@ -168,6 +196,20 @@ class RunStore:
     # ----- the transition ----------------------------------------------------------------------
 
     async def _commit(self, prev: Stored | None, plan: _Plan, *, tenant: str) -> int:
+        key_list, args = self._script_input(prev, plan, tenant=tenant)
+        result = int(await self._transition(keys=key_list, args=args))
+        if result == 1:
+            self._log(plan)
+        return result
+
+    @staticmethod
+    def _log(plan: _Plan) -> None:
+        run = plan.run
+        logger.info("run %s seq %d -> %s (attempt %d)", run.id, run.sequence, plan.event_type, run.attempt)
+
+    def _script_input(
+        self, prev: Stored | None, plan: _Plan, *, tenant: str
+    ) -> tuple[list[str], list[str | bytes | int]]:
         run = plan.run
         now = self.clock()
         message_id = new_id("msg")
@@ -197,6 +239,8 @@ class RunStore:
             result_key(job_id),
             self.queue_name,
             job_key(current_job),
+            keys.TENANTS,
+            keys.tenant_flows(tenant),
         ]
         args: list[str | bytes | int] = [
             "" if prev is None else str(prev.run.sequence),
@@ -225,12 +269,7 @@ class RunStore:
             plan.extra.get("input", ""),
             current_job,
         ]
-        result = int(await self._transition(keys=key_list, args=args))
-        if result == 1:
-            logger.info(
-                "run %s seq %d -> %s (attempt %d)", run.id, run.sequence, plan.event_type, run.attempt
-            )
-        return result
+        return key_list, args
 
     async def _update(
         self,
@@ -277,30 +316,63 @@ class RunStore:
         webhook_json: str | None = None,
         run_id: str | None = None,
     ) -> Execution[Any]:
-        """Write a new `queued` execution, its event and its arq job in one atomic step."""
+        """Write a new `queued` execution, its event and its arq job in one atomic step.
+
+        With a `run_id` that exists already, nothing is written and the stored execution is returned.
+        """
+        item = NewRun(
+            input_json=input_json, metadata=metadata or {}, webhook_json=webhook_json, run_id=run_id
+        )
+        [(run, _)] = await self.create_many(
+            tenant=tenant, flow_id=flow_id, items=[item], steps_total=steps_total
+        )
+        return run
+
+    async def create_many(
+        self, *, tenant: str, flow_id: str, items: Sequence[NewRun], steps_total: int | None = None
+    ) -> list[tuple[Execution[Any], bool]]:
+        """Create executions in order, pipelined (one round trip per chunk, not per run).
+
+        Returns each execution with whether this call created it; an id that existed already
+        (an idempotent replay) is returned as stored.
+        """
+        out: list[tuple[Execution[Any], bool]] = []
+        for start in range(0, len(items), _CHUNK):
+            chunk = items[start : start + _CHUNK]
+            plans = [self._queued_plan(flow_id, item, steps_total=steps_total) for item in chunk]
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for plan in plans:
+                    key_list, args = self._script_input(None, plan, tenant=tenant)
+                    await self._transition(keys=key_list, args=args, client=pipe)
+                results = await pipe.execute()
+            for plan, result in zip(plans, results, strict=True):
+                if int(result) == 1:
+                    self._log(plan)
+                    out.append((plan.run, True))
+                else:
+                    out.append((await self.get(plan.run.id, tenant=tenant), False))
+        return out
+
+    def _queued_plan(self, flow_id: str, item: NewRun, *, steps_total: int | None) -> _Plan:
         now = self.clock()
-        rid = run_id or new_id("exec", now_ms=_ms(now))
         run: Execution[Any] = Execution[Any](
-            id=rid,
+            id=item.run_id or new_id("exec", now_ms=_ms(now)),
             flow_id=flow_id,
             status=S.queued,
             created_at=now,
             trace_id=secrets.token_hex(16),
-            metadata=metadata or {},
+            metadata=item.metadata,
             metrics=Metrics(steps_total=steps_total),
             attempt=1,
             sequence=1,
         )
-        plan = _Plan(
+        return _Plan(
             run=run,
             event_type=events.status_event(S.queued),
             pending=str(_ms(now) + self.requeue_ms),
             job_attempt=1,
-            extra={"input": input_json, "webhook": webhook_json or ""},
+            extra={"input": item.input_json, "webhook": item.webhook_json or ""},
         )
-        if await self._commit(None, plan, tenant=tenant) != 1:
-            raise Unavailable(f"execution id {rid} already exists")
-        return run
 
     async def start(self, run_id: str, attempt: int) -> Stored:
         """Make `attempt` the executing one: queued -> running, or take a retried attempt's lease.

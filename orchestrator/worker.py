@@ -14,6 +14,7 @@ from arq.worker import Worker, func
 from . import keys
 from .reaper import sweep
 from .registry import Registry
+from .retention import trim_indexes
 from .runner import Runner
 from .settings import Settings
 from .store import RunStore
@@ -137,6 +138,7 @@ def build_worker(
 
         async def sweep_once() -> None:
             await sweep(store, pool, max_attempts=settings.max_attempts, queue_name=settings.queue_name)
+            await trim_indexes(pool, retention_seconds=settings.run_retention_seconds)
 
         tasks.append(loop.create_task(_every(settings.sweep_seconds, "sweep", sweep_once)))
 

@@ -56,6 +56,7 @@ def make_settings(redis_url: str, **overrides: Any) -> Settings:
         "sweep_seconds": 0.2,
         "requeue_after_seconds": 1.0,
         "worker_poll_delay": 0.5,
+        "sse_heartbeat_seconds": 0.5,
     }
     values.update(overrides)
     return Settings(**values)
@@ -80,17 +81,19 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 
 
 class ServedApp:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, app: Any) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self.app = app
 
 
 @contextlib.asynccontextmanager
 async def serve(settings: Settings, registry: Registry) -> AsyncIterator[ServedApp]:
     """Serve create_app(settings) with uvicorn on a free loopback port in this event loop."""
     port = free_port()
+    app = create_app(settings, registry)
     config = uvicorn.Config(
-        create_app(settings, registry),
+        app,
         host="127.0.0.1",
         port=port,
         log_config=None,
@@ -101,7 +104,7 @@ async def serve(settings: Settings, registry: Registry) -> AsyncIterator[ServedA
     task = asyncio.get_running_loop().create_task(server.serve())
     await wait_for(lambda: server.started, timeout=10)
     try:
-        yield ServedApp(port)
+        yield ServedApp(port, app)
     finally:
         server.should_exit = True
         await task
