@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -14,11 +15,18 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from webhooks.deliveries import DeliveryStore
+from webhooks.endpoints import EndpointStore
+from webhooks.errors import WebhookError
+from webhooks.routes import WebhookAPI
+
+from . import events
 from .auth import KeyRing
 from .errors import OrchestratorError
 from .models import ErrorBody, ErrorDetail
+from .parsing import field_errors, read_json
 from .registry import Registry, load_registry
-from .routes import ROUTES
+from .routes import ROUTES, authenticate
 from .settings import Settings
 from .store import RunStore
 from .waiters import Waiters
@@ -46,7 +54,7 @@ def error_response(
 
 
 async def _on_error(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, OrchestratorError):
+    if isinstance(exc, OrchestratorError | WebhookError):
         return error_response(exc.status_code, exc.code, exc.message, exc.details)
     if isinstance(exc, HTTPException):
         code = _HTTP_CODES.get(exc.status_code, "error")
@@ -58,7 +66,7 @@ async def _on_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal", "internal error")
 
 
-def redis_from_settings(settings: Settings) -> Redis:
+def redis_from_settings(settings: Settings, *, max_connections: int | None = None) -> Redis:
     """An asyncio Redis client on a bounded pool that fails fast when Redis is down.
 
     The pool is bounded so that load (or a thousand parked waiters) can never turn into a
@@ -66,7 +74,7 @@ def redis_from_settings(settings: Settings) -> Redis:
     """
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
-        max_connections=settings.redis_max_connections,
+        max_connections=max_connections or settings.redis_max_connections,
         timeout=5.0,
         socket_connect_timeout=2.0,
         socket_timeout=10.0,
@@ -91,6 +99,12 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
             requeue_after_seconds=settings.requeue_after_seconds,
         )
         app.state.keyring = KeyRing(settings.api_keys, redis)
+        app.state.webhook_endpoints = EndpointStore(redis)
+        app.state.webhook_deliveries = DeliveryStore(
+            redis,
+            failed_ttl_ms=settings.webhook_failed_retention_seconds * 1000,
+            delivered_ttl_ms=settings.webhook_delivered_retention_seconds * 1000,
+        )
         app.state.waiters = Waiters(redis)
         await app.state.waiters.start()
         try:
@@ -99,13 +113,22 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
             await app.state.waiters.stop()
             await redis.aclose()
 
+    webhook_api = WebhookAPI(
+        authenticate=authenticate,
+        read_json=partial(read_json, max_bytes=settings.max_body_bytes),
+        field_errors=field_errors,
+        event_types=events.ALL_EVENTS,
+        filter_values=lambda: {f.id for f in flows.all()},
+        allow_private=settings.webhook_allow_private,
+    )
     app = Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, *webhook_api.routes()],
         lifespan=lifespan,
         exception_handlers={
             Exception: _on_error,
             HTTPException: _on_error,
             OrchestratorError: _on_error,
+            WebhookError: _on_error,
             RedisConnectionError: _on_error,
             RedisTimeoutError: _on_error,
         },

@@ -136,3 +136,37 @@ def dev(ctx: click.Context, port: int, flows: str | None, data_dir: Path | None)
     from .devmode import run_dev
 
     sys.exit(run_dev(_settings(ctx), port=port, flows=flows, data_dir=data_dir, environ=dict(os.environ)))
+
+
+@main.command()
+@click.pass_context
+def dispatcher(ctx: click.Context) -> None:
+    """Deliver webhooks: read the outbox, fan out, sign, send, retry (run any number of these)."""
+    import signal
+
+    import uvloop
+
+    from webhooks.dispatcher import Dispatcher
+
+    from . import events
+    from .app import redis_from_settings
+
+    settings = _settings(ctx)
+
+    async def run() -> None:
+        redis = redis_from_settings(settings, max_connections=settings.redis_max_connections * 2)
+        worker = Dispatcher(
+            settings.dispatcher,
+            redis,
+            default_events=events.DEFAULT_EVENTS,
+            coalesced_events=(events.PROGRESS,),
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.stop()))
+        try:
+            await worker.run()
+        finally:
+            await redis.aclose()
+
+    uvloop.run(run())

@@ -1,4 +1,4 @@
-"""``orchestrator dev``: embedded Redis, API and worker in one command, stopped together on Ctrl-C."""
+"""``orchestrator dev``: embedded Redis, API, worker and dispatcher in one command, stopped together."""
 
 from __future__ import annotations
 
@@ -69,6 +69,7 @@ def run_dev(
     try:
         children.orchestrator("api", "api", "--host", "127.0.0.1", "--port", str(port), env=env)
         children.orchestrator("worker", "worker", env=env)
+        children.orchestrator("dispatcher", "dispatcher", env=env)
         url = f"http://127.0.0.1:{port}"
         if not _wait_ready(url, children):
             click.echo(f"error: the stack did not start ({children.exited() or 'timeout'})", err=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from .models import ExecutionStatus, format_timestamp
+from webhooks.models import format_timestamp
+
+from .models import ExecutionStatus
 
 PREFIX = "execution."
 PROGRESS = "execution.progress"

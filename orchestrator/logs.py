@@ -8,7 +8,7 @@ import logging.config
 from datetime import UTC, datetime
 from typing import Any
 
-from .models import format_timestamp
+from webhooks.models import format_timestamp
 
 
 class JsonFormatter(logging.Formatter):

@@ -5,21 +5,13 @@ Every model speaks camelCase JSON (API.md) and accepts snake_case names in Pytho
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-
-def format_timestamp(value: datetime) -> str:
-    """Render `value` as RFC 3339 UTC with milliseconds, e.g. ``2026-11-28T23:43:01.123Z``."""
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str, when_used="json")]
+from webhooks.models import Timestamp
 
 OutputT = TypeVar("OutputT")
 ItemT = TypeVar("ItemT")

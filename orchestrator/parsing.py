@@ -60,9 +60,14 @@ def parse_json(body: bytes) -> Any:
         raise InvalidJSON("the body is nested too deeply") from None
 
 
+async def read_json(request: Request, *, max_bytes: int) -> Any:
+    """Read and decode a bounded JSON body."""
+    return parse_json(await read_body(request, max_bytes=max_bytes))
+
+
 async def read_model(request: Request, model: type[M], *, max_bytes: int) -> M:
     """Read, decode and validate the body as `model`."""
-    document = parse_json(await read_body(request, max_bytes=max_bytes))
+    document = await read_json(request, max_bytes=max_bytes)
     if not isinstance(document, dict):
         raise ValidationFailed(
             "the body must be a JSON object",

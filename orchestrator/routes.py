@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
@@ -11,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from webhooks.ids import is_valid, new_id
+from webhooks.ssrf import UnsafeURL, check_url
 
 from . import events
 from .auth import KeyRing
@@ -66,14 +66,15 @@ def _run_id(request: Request) -> str:
     return run_id
 
 
-def validate_webhook_url(url: str, field: str) -> None:
-    """Refuse anything but an absolute http(s) URL (422)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+async def validate_webhook_url(url: str, field: str, *, allow_private: bool) -> None:
+    """Refuse non-http(s) URLs and, unless allowed, hosts on private networks (422)."""
+    try:
+        await check_url(url, allow_private=allow_private)
+    except UnsafeURL as exc:
         raise ValidationFailed(
-            f"{field} must be an absolute http(s) URL",
-            details={"fields": [{"field": field, "message": "must be an http(s) URL", "type": "url"}]},
-        )
+            f"{field}: {exc.reason}",
+            details={"fields": [{"field": field, "message": exc.reason, "type": "url"}]},
+        ) from None
 
 
 async def healthz(request: Request) -> Response:
@@ -103,10 +104,10 @@ async def get_flow(request: Request) -> Response:
     return render(_flow(request).info())
 
 
-def _webhook_json(body: RunCreate) -> str | None:
+async def _webhook_json(body: RunCreate, settings: Settings) -> str | None:
     if body.webhook is None:
         return None
-    validate_webhook_url(body.webhook.url, "webhook.url")
+    await validate_webhook_url(body.webhook.url, "webhook.url", allow_private=settings.webhook_allow_private)
     unknown = [e for e in body.webhook.events or [] if e not in (*events.STATUS_EVENTS, events.PROGRESS)]
     if unknown:
         raise ValidationFailed(
@@ -155,7 +156,7 @@ async def create_run(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     body = await read_model(request, RunCreate, max_bytes=settings.max_body_bytes)
     input_json = _validate_input(flow, body.input, "input")
-    webhook_json = _webhook_json(body)
+    webhook_json = await _webhook_json(body, settings)
     wait = prefer_wait(request)
     got = await _claim_ids(
         request, tenant=tenant, route=f"runs:{flow.id}", document=body.model_dump(mode="json"), count=1

@@ -9,7 +9,9 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+from webhooks.settings import DEFAULT_SCHEDULE, DispatcherSettings
+
+DEFAULT_RETRY_SCHEDULE = DEFAULT_SCHEDULE
 
 
 def _split(value: Any) -> Any:
@@ -32,6 +34,11 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(default=15.0, gt=0, le=300)
     webhook_retry_schedule: tuple[float, ...] = DEFAULT_RETRY_SCHEDULE
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    webhook_endpoint_concurrency: int = Field(default=10, ge=1)
+    webhook_max_in_flight: int = Field(default=500, ge=1)
+    webhook_disable_after_seconds: float = Field(default=5 * 24 * 3600, gt=0)
+    webhook_delivered_retention_seconds: int = Field(default=7 * 24 * 3600, gt=0)
+    webhook_failed_retention_seconds: int = Field(default=14 * 24 * 3600, gt=0)
 
     # Worker tuning, chosen by measurement (see README "Performance").
     worker_max_jobs: int = Field(default=1000, gt=0)
@@ -94,6 +101,20 @@ class Settings(BaseSettings):
             name: env[f"ORCH_{name.upper()}"] for name in cls.model_fields if f"ORCH_{name.upper()}" in env
         }
         return cls.model_validate(values)
+
+    @property
+    def dispatcher(self) -> DispatcherSettings:
+        """The webhook dispatcher's settings derived from these."""
+        return DispatcherSettings(
+            timeout=self.webhook_timeout,
+            retry_schedule=self.webhook_retry_schedule,
+            allow_private=self.webhook_allow_private,
+            per_endpoint_in_flight=self.webhook_endpoint_concurrency,
+            max_in_flight=self.webhook_max_in_flight,
+            disable_after_seconds=self.webhook_disable_after_seconds,
+            delivered_retention_seconds=self.webhook_delivered_retention_seconds,
+            failed_retention_seconds=self.webhook_failed_retention_seconds,
+        )
 
     def to_env(self) -> dict[str, str]:
         """Render these settings as ``ORCH_*`` variables, for child processes."""

@@ -1,0 +1,288 @@
+"""DeliveryStore: messages, one delivery per message and endpoint, due queues and the attempt log."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from . import keys, scripts
+from .ids import id_floor, new_id
+from .models import Attempt, DeliveryOut, DeliveryStatus, Endpoint, format_timestamp, from_ms
+
+MAX_LOG = 50
+S = DeliveryStatus
+
+
+@dataclass
+class Message:
+    """What goes on the wire, and who it is about."""
+
+    id: str
+    type: str
+    tenant: str
+    subject: str
+    body: str
+    created_ms: int
+
+
+@dataclass
+class Delivery:
+    """One message for one endpoint, as the dispatcher needs it to send."""
+
+    id: str
+    message_id: str
+    endpoint_id: str
+    status: DeliveryStatus
+    attempts: int
+    base: int
+    tenant: str
+    url: str
+
+    @property
+    def attempt_number(self) -> int:
+        """1-based number of the next attempt within the current retry round."""
+        return self.attempts - self.base + 1
+
+
+TEST_EVENT = "webhook.test"
+
+
+def test_message(endpoint: Endpoint, *, now_ms: int, note: str) -> Message:
+    """A ``webhook.test`` message for one endpoint."""
+    body = json.dumps(
+        {
+            "type": TEST_EVENT,
+            "timestamp": format_timestamp(from_ms(now_ms)),
+            "data": {"endpointId": endpoint.id, "message": note},
+        },
+        separators=(",", ":"),
+    )
+    return Message(new_id("msg", now_ms=now_ms), TEST_EVENT, endpoint.tenant, endpoint.id, body, now_ms)
+
+
+class DeliveryStore:
+    """All the delivery state, in Redis; the scripts keep queue, row and listings consistent."""
+
+    def __init__(self, redis: Redis, *, failed_ttl_ms: int, delivered_ttl_ms: int) -> None:
+        self.redis = redis
+        self.failed_ttl_ms = failed_ttl_ms
+        self.delivered_ttl_ms = delivered_ttl_ms
+        self._schedule = redis.register_script(scripts.SCHEDULE)
+        self._take = redis.register_script(scripts.TAKE)
+        self._record = redis.register_script(scripts.RECORD)
+        self._requeue = redis.register_script(scripts.REQUEUE)
+
+    async def save_messages(self, messages: Sequence[Message]) -> None:
+        """Keep message bodies for as long as a failed delivery of them may be retried."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for m in messages:
+                key = keys.message(m.id)
+                pipe.hset(
+                    key,
+                    mapping={
+                        "type": m.type,
+                        "tenant": m.tenant,
+                        "subject": m.subject,
+                        "body": m.body,
+                        "created": m.created_ms,
+                    },
+                )
+                pipe.pexpire(key, self.failed_ttl_ms)
+            await pipe.execute()
+
+    async def message(self, message_id: str) -> Message | None:
+        """One message, or None once expired."""
+        raw = await self.redis.hgetall(keys.message(message_id))
+        if not raw:
+            return None
+        d = {k.decode(): v.decode() for k, v in raw.items()}
+        return Message(message_id, d["type"], d["tenant"], d["subject"], d["body"], int(d["created"]))
+
+    async def schedule(
+        self,
+        entries: Sequence[tuple[str, str, int, str, str]],
+        *,
+        due_ms: int,
+        status: DeliveryStatus = S.pending,
+        note: str = "",
+    ) -> int:
+        """Create deliveries (message id, endpoint id, created ms, tenant, url); existing ones stay."""
+        if not entries:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for msg_id, ep_id, created_ms, tenant, url in entries:
+                dlv = keys.delivery_id(msg_id, ep_id)
+                await self._schedule(
+                    keys=[
+                        keys.delivery(dlv),
+                        keys.due(ep_id),
+                        keys.DUE_ENDPOINTS,
+                        keys.listing(ep_id),
+                        keys.listing(ep_id, status),
+                    ],
+                    args=[
+                        dlv,
+                        msg_id,
+                        ep_id,
+                        created_ms,
+                        due_ms,
+                        tenant,
+                        url,
+                        status.value,
+                        self.failed_ttl_ms,
+                        note,
+                    ],
+                    client=pipe,
+                )
+            results = await pipe.execute()
+        return sum(int(r) for r in results)
+
+    async def due_endpoints(self, now_ms: int, *, limit: int = 1000) -> list[str]:
+        """Endpoints with at least one delivery due now, most overdue first."""
+        ids = await self.redis.zrangebyscore(keys.DUE_ENDPOINTS, "-inf", now_ms, start=0, num=limit)
+        return [i.decode() for i in ids]
+
+    async def next_due_ms(self) -> int | None:
+        """When the earliest delivery of any endpoint is due."""
+        first = await self.redis.zrange(keys.DUE_ENDPOINTS, 0, 0, withscores=True)
+        return int(first[0][1]) if first else None
+
+    async def take(self, endpoint_id: str, *, now_ms: int, n: int, claim_until_ms: int) -> list[Delivery]:
+        """Claim up to `n` due deliveries of one endpoint (hidden from other dispatchers until claimed)."""
+        ids = await self._take(
+            keys=[keys.due(endpoint_id), keys.DUE_ENDPOINTS], args=[now_ms, n, claim_until_ms, endpoint_id]
+        )
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.hgetall(keys.delivery(i.decode()))
+            rows = await pipe.execute()
+        out = []
+        for raw_id, raw in zip(ids, rows, strict=True):
+            dlv_id = raw_id.decode()
+            if not raw:  # the row is gone (endpoint deleted): drop the queue entry
+                await self.redis.zrem(keys.due(endpoint_id), dlv_id)
+                continue
+            d = {k.decode(): v.decode() for k, v in raw.items()}
+            out.append(
+                Delivery(
+                    id=dlv_id,
+                    message_id=d["msg"],
+                    endpoint_id=d["ep"],
+                    status=S(d["status"]),
+                    attempts=int(d["attempts"]),
+                    base=int(d.get("base", "0")),
+                    tenant=d["tenant"],
+                    url=d.get("url", ""),
+                )
+            )
+        return out
+
+    def _row_keys(self, dlv: Delivery) -> list[str]:
+        ep = dlv.endpoint_id
+        return [
+            keys.delivery(dlv.id),
+            keys.delivery_log(dlv.id),
+            keys.due(ep),
+            keys.DUE_ENDPOINTS,
+            keys.listing(ep, S.pending),
+            keys.listing(ep, S.succeeded),
+            keys.listing(ep, S.failed),
+        ]
+
+    async def record(
+        self, dlv: Delivery, attempt: Attempt, *, status: DeliveryStatus, next_ms: int | None
+    ) -> bool:
+        """Log `attempt` and move the delivery to `status` (pending: due again at `next_ms`)."""
+        ttl = self.delivered_ttl_ms if status is S.succeeded else self.failed_ttl_ms
+        done = await self._record(
+            keys=self._row_keys(dlv),
+            args=[
+                dlv.id,
+                dlv.message_id,
+                attempt.model_dump_json(by_alias=True),
+                status.value,
+                "" if next_ms is None else next_ms,
+                ttl,
+                dlv.endpoint_id,
+                MAX_LOG,
+            ],
+        )
+        return bool(done)
+
+    async def requeue(self, message_id: str, endpoint_id: str, *, now_ms: int) -> bool:
+        """Send a delivery again now (same message, same webhook-id), with a fresh retry schedule."""
+        dlv = Delivery(
+            keys.delivery_id(message_id, endpoint_id), message_id, endpoint_id, S.pending, 0, 0, "", ""
+        )
+        done = await self._requeue(keys=self._row_keys(dlv), args=[dlv.id, message_id, now_ms, endpoint_id])
+        if done:
+            await self.redis.pexpire(keys.message(message_id), self.failed_ttl_ms)
+        return bool(done)
+
+    async def send_test(self, endpoint: Endpoint, *, now_ms: int) -> str:
+        """Queue a ``webhook.test`` message to `endpoint` alone; return its message id."""
+        message = test_message(endpoint, now_ms=now_ms, note="test message sent from the API")
+        await self.save_messages([message])
+        await self.schedule([(message.id, endpoint.id, now_ms, endpoint.tenant, "")], due_ms=now_ms)
+        return message.id
+
+    async def recover(self, endpoint_id: str, since_ms: int, *, now_ms: int) -> int:
+        """Send every failed message of the endpoint created since `since_ms` again; return how many."""
+        count = 0
+        for msg_id in await self.failed_since(endpoint_id, since_ms):
+            count += await self.requeue(msg_id, endpoint_id, now_ms=now_ms)
+        return count
+
+    async def failed_since(self, endpoint_id: str, since_ms: int) -> list[str]:
+        """Message ids of the endpoint's failed deliveries created at or after `since_ms`."""
+        floor = id_floor("msg", since_ms)
+        ids = await self.redis.zrangebylex(keys.listing(endpoint_id, S.failed), f"[{floor}", "+")
+        return [i.decode() for i in ids]
+
+    async def page(
+        self, endpoint_id: str, *, status: DeliveryStatus | None, limit: int, cursor: str | None
+    ) -> tuple[list[DeliveryOut], str | None]:
+        """A newest-first page of the endpoint's deliveries, each with its attempts."""
+        index = keys.listing(endpoint_id, status)
+        upper = "+" if cursor is None else f"({cursor}"
+        ids = [i.decode() for i in await self.redis.zrevrangebylex(index, upper, "-", 0, limit + 1)]
+        more = len(ids) > limit
+        ids = ids[:limit]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for msg_id in ids:
+                dlv = keys.delivery_id(msg_id, endpoint_id)
+                pipe.hgetall(keys.delivery(dlv))
+                pipe.lrange(keys.delivery_log(dlv), 0, -1)
+                pipe.hmget(keys.message(msg_id), ("type", "subject"))
+            rows = await pipe.execute()
+        out: list[DeliveryOut] = []
+        gone: list[str] = []
+        for i, msg_id in enumerate(ids):
+            raw, log, (etype, subject) = rows[3 * i], rows[3 * i + 1], rows[3 * i + 2]
+            if not raw:
+                gone.append(msg_id)
+                continue
+            d = {k.decode(): v.decode() for k, v in raw.items()}
+            nxt = d.get("next", "")
+            out.append(
+                DeliveryOut(
+                    id=msg_id,
+                    event_type=etype.decode() if etype else "",
+                    run_id=subject.decode() if subject else None,
+                    status=S(d["status"]),
+                    created_at=from_ms(int(d["created"])),
+                    next_attempt_at=from_ms(int(nxt)) if nxt and d["status"] == "pending" else None,
+                    attempts=[Attempt.model_validate(json.loads(a)) for a in log],
+                )
+            )
+        if gone:  # rows expired by retention: their listing entries go too
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for st in (None, *S):
+                    pipe.zrem(keys.listing(endpoint_id, st), *gone)
+                await pipe.execute()
+        return out, (ids[-1] if more and ids else None)

@@ -1,0 +1,422 @@
+"""Dispatcher: outbox -> fan-out -> per-endpoint due queues -> sender -> record / reschedule.
+
+Any number of dispatchers share the work: the outbox is read through one consumer group (entries
+a dead dispatcher left unacknowledged are reclaimed), and deliveries are claimed from Redis with a
+deadline, so a delivery taken by a dispatcher that dies is simply due again later. Nothing waits
+in process memory but the attempts in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from . import keys
+from .deliveries import Delivery, DeliveryStore, Message, test_message
+from .endpoints import EndpointStore, matches
+from .errors import EndpointNotFound
+from .ids import id_floor, new_id
+from .models import Attempt, DeliveryStatus, Endpoint, format_timestamp, from_ms
+from .outbox import OUTBOX_STREAM
+from .retry import Decision, classify
+from .sender import Sender
+from .settings import DispatcherSettings
+
+logger = logging.getLogger(__name__)
+
+S = DeliveryStatus
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _text(fields: dict[bytes, bytes], name: str) -> str:
+    value = fields.get(name.encode())
+    return value.decode() if value is not None else ""
+
+
+class Dispatcher:
+    """One dispatcher process's loops; ``run()`` until ``stop()``."""
+
+    def __init__(
+        self,
+        settings: DispatcherSettings,
+        redis: Redis,
+        *,
+        default_events: Sequence[str],
+        coalesced_events: Sequence[str] = (),
+        consumer: str | None = None,
+        clock: Callable[[], int] = _now_ms,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.default_events = tuple(default_events)
+        self.coalesced_events = frozenset(coalesced_events)
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{new_id('c')[-6:]}"
+        self.clock = clock
+        self.endpoints = EndpointStore(redis)
+        self.deliveries = DeliveryStore(
+            redis,
+            failed_ttl_ms=settings.failed_retention_seconds * 1000,
+            delivered_ttl_ms=settings.delivered_retention_seconds * 1000,
+        )
+        self.sender = Sender(settings)
+        self._wake = asyncio.Event()
+        self._in_flight: dict[str, int] = defaultdict(int)
+        self._total = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._maintenance_runs = 0
+        self.sent = 0
+
+    # ----- lifecycle ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the outbox, delivery and maintenance loops until stopped."""
+        await self._ensure_group()
+        loop = asyncio.get_running_loop()
+        self._loops = [
+            loop.create_task(self._forever("outbox", self._outbox_once)),
+            loop.create_task(self._forever("deliveries", self._deliver_once)),
+            loop.create_task(self._every(2.0, "maintenance", self._maintain)),
+        ]
+        logger.info("dispatcher %s running", self.consumer)
+        try:
+            await asyncio.gather(*self._loops)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await self._shutdown()
+
+    async def stop(self) -> None:
+        """Stop the loops and let attempts in flight finish (they are recorded)."""
+        self._stopping = True
+        for task in self._loops:
+            task.cancel()
+
+    async def _shutdown(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.sender.close()
+
+    async def _ensure_group(self) -> None:
+        with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
+            await self.redis.xgroup_create(OUTBOX_STREAM, self.settings.group, id="0", mkstream=True)
+
+    async def _forever(self, what: str, step: Callable[[], Awaitable[object]]) -> None:
+        delay = 0.1
+        while not self._stopping:
+            try:
+                await step()
+                delay = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if "NOGROUP" in str(exc):
+                    await self._ensure_group()
+                logger.warning("%s loop failed (%s); retrying in %.1fs", what, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _every(self, seconds: float, what: str, step: Callable[[], Awaitable[object]]) -> None:
+        async def once() -> None:
+            await step()
+            await asyncio.sleep(seconds)
+
+        await self._forever(what, once)
+
+    # ----- outbox -> deliveries ----------------------------------------------------------------
+
+    async def _outbox_once(self) -> None:
+        reply = await self.redis.xreadgroup(
+            self.settings.group,
+            self.consumer,
+            {OUTBOX_STREAM: ">"},
+            count=self.settings.outbox_batch,
+            block=1000,
+        )
+        for _stream, entries in reply or []:
+            await self.fan_out(entries)
+
+    async def fan_out(self, entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> int:
+        """Record one delivery per matching endpoint for each outbox entry, then acknowledge them."""
+        if not entries:
+            return 0
+        messages: list[tuple[Message, str, dict[str, Any] | None]] = []
+        for entry_id, fields in entries:
+            created = int(entry_id.decode().split("-")[0])
+            message = Message(
+                id=_text(fields, "id"),
+                type=_text(fields, "type"),
+                tenant=_text(fields, "tenant"),
+                subject=_text(fields, "subject"),
+                body=_text(fields, "body"),
+                created_ms=created,
+            )
+            hook_json = _text(fields, "hook")
+            messages.append((message, _text(fields, "flow"), json.loads(hook_json) if hook_json else None))
+        tenants = {m.tenant for m, _, _ in messages}
+        endpoints = {t: await self.endpoints.for_tenant(t) for t in tenants}
+        pending: list[tuple[str, str, int, str, str]] = []
+        disabled: list[tuple[str, str, int, str, str]] = []
+        keep: dict[str, Message] = {}
+        for message, flow, hook in messages:
+            for endpoint in endpoints[message.tenant]:
+                if (
+                    matches(
+                        endpoint,
+                        event_type=message.type,
+                        flow=flow,
+                        at_ms=message.created_ms,
+                        default_events=self.default_events,
+                    )
+                    is not None
+                ):
+                    continue
+                if not await self._passes_gate(endpoint.id, message):
+                    continue
+                row = (message.id, endpoint.id, message.created_ms, message.tenant, "")
+                (pending if endpoint.enabled else disabled).append(row)
+                keep[message.id] = message
+            if hook is not None and message.type in (hook.get("events") or self.default_events):
+                hook_id = keys.hook_endpoint_id(message.subject)
+                if await self._passes_gate(hook_id, message):
+                    pending.append(
+                        (message.id, hook_id, message.created_ms, message.tenant, str(hook["url"]))
+                    )
+                    keep[message.id] = message
+        await self.deliveries.save_messages(list(keep.values()))
+        now = self.clock()
+        created = await self.deliveries.schedule(pending, due_ms=now)
+        await self.deliveries.schedule(disabled, due_ms=now, status=S.failed, note="endpoint disabled")
+        await self.redis.xack(OUTBOX_STREAM, self.settings.group, *[e[0] for e in entries])
+        if created:
+            self._wake.set()
+        return created
+
+    async def _passes_gate(self, endpoint_id: str, message: Message) -> bool:
+        """Coalesced types (progress) go to an endpoint at most once per interval per subject."""
+        if message.type not in self.coalesced_events:
+            return True
+        ms = int(self.settings.progress_interval_seconds * 1000)
+        return bool(
+            await self.redis.set(keys.progress_gate(endpoint_id, message.subject), b"1", nx=True, px=ms)
+        )
+
+    # ----- due deliveries -> attempts ----------------------------------------------------------
+
+    async def _deliver_once(self) -> None:
+        now = self.clock()
+        started = 0
+        for endpoint_id in await self.deliveries.due_endpoints(now):
+            free_global = self.settings.max_in_flight - self._total
+            if free_global <= 0:
+                break
+            free = self.settings.per_endpoint_in_flight - self._in_flight[endpoint_id]
+            if free <= 0:
+                continue  # this endpoint is saturated: its backlog waits in Redis, others go on
+            claim_until = now + int(self.settings.claim_seconds * 1000)
+            for dlv in await self.deliveries.take(
+                endpoint_id, now_ms=now, n=min(free, free_global), claim_until_ms=claim_until
+            ):
+                self._start(dlv)
+                started += 1
+        if started:
+            return
+        next_due = await self.deliveries.next_due_ms()
+        wait = 1.0 if next_due is None else min(1.0, max(0.0, (next_due - self.clock()) / 1000))
+        if next_due is not None and next_due <= now:
+            wait = self.settings.idle_poll_seconds  # due work exists but every such endpoint is saturated
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), wait)
+
+    def _start(self, dlv: Delivery) -> None:
+        self._in_flight[dlv.endpoint_id] += 1
+        self._total += 1
+        task = asyncio.get_running_loop().create_task(self._attempt(dlv))
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self._in_flight[dlv.endpoint_id] -= 1
+            if self._in_flight[dlv.endpoint_id] <= 0:
+                del self._in_flight[dlv.endpoint_id]
+            self._total -= 1
+            self._wake.set()
+
+        task.add_done_callback(done)
+
+    async def _attempt(self, dlv: Delivery) -> None:
+        try:
+            await self._attempt_unguarded(dlv)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The claim deadline makes the delivery due again; nothing is lost.
+            logger.exception("delivery %s could not be processed; it will be retried", dlv.id)
+
+    async def _attempt_unguarded(self, dlv: Delivery) -> None:
+        message = await self.deliveries.message(dlv.message_id)
+        if message is None:
+            await self._record(
+                dlv, Attempt(at=from_ms(self.clock()), duration_ms=0, error="message expired"), S.failed
+            )
+            return
+        endpoint: Endpoint | None = None
+        if dlv.url:
+            url = dlv.url
+            secrets = [await self.endpoints.default_secret(dlv.tenant)]
+        else:
+            try:
+                endpoint = await self.endpoints.get(dlv.endpoint_id)
+            except EndpointNotFound:
+                await self.redis.zrem(keys.due(dlv.endpoint_id), dlv.id)
+                return
+            if not endpoint.enabled:
+                note = f"endpoint disabled ({endpoint.disabled_reason or 'by hand'})"
+                await self._record(
+                    dlv, Attempt(at=from_ms(self.clock()), duration_ms=0, error=note), S.failed
+                )
+                return
+            url = endpoint.url
+            secrets = endpoint.signing_secrets(self.clock())
+        result = await self.sender.send(url, message_id=message.id, body=message.body, secrets=secrets)
+        self.sent += 1
+        outcome = classify(
+            result.status,
+            attempt=dlv.attempt_number,
+            schedule=self.settings.retry_schedule,
+            retry_after=result.retry_after,
+            retry_after_cap=self.settings.retry_after_cap,
+            jitter=self.settings.jitter,
+        )
+        logger.info(
+            "delivery %s attempt %d -> %s in %dms (%s)",
+            dlv.id,
+            dlv.attempts + 1,
+            result.status or result.attempt.error,
+            result.attempt.duration_ms,
+            outcome.decision.value,
+        )
+        now = self.clock()
+        if outcome.decision is Decision.delivered:
+            await self._record(dlv, result.attempt, S.succeeded)
+            if endpoint is not None and endpoint.failing_since is not None:
+                await self.endpoints.mark_success(endpoint.id)
+            return
+        if outcome.decision is Decision.retry:
+            assert outcome.delay is not None
+            await self._record(dlv, result.attempt, S.pending, next_ms=now + int(outcome.delay * 1000))
+        else:
+            await self._record(dlv, result.attempt, S.failed)
+        if endpoint is None:
+            return
+        if outcome.decision is Decision.disable:
+            logger.warning("endpoint %s answered 410 Gone: disabled", endpoint.id)
+            await self.endpoints.disable(endpoint.id, reason="gone", probe_at_ms=None)
+            return
+        since = await self.endpoints.mark_failure(endpoint.id, now)
+        if since is not None and now - since >= self.settings.disable_after_seconds * 1000:
+            logger.warning(
+                "endpoint %s failing since %s: disabled", endpoint.id, format_timestamp(from_ms(since))
+            )
+            probe_at = now + int(self.settings.probe_schedule[0] * 1000)
+            await self.endpoints.disable(endpoint.id, reason="failing", probe_at_ms=probe_at)
+
+    async def _record(
+        self, dlv: Delivery, attempt: Attempt, status: DeliveryStatus, next_ms: int | None = None
+    ) -> None:
+        await self.deliveries.record(dlv, attempt, status=status, next_ms=next_ms)
+
+    # ----- maintenance -------------------------------------------------------------------------
+
+    async def _maintain(self) -> None:
+        await self._reclaim()
+        await self._trim_outbox()
+        await self._probe()
+        self._maintenance_runs += 1
+        if self._maintenance_runs % 300 == 1:  # about every ten minutes
+            await self.trim_listings()
+
+    async def _reclaim(self) -> None:
+        """Take over outbox entries another (dead) dispatcher read but never acknowledged."""
+        idle_ms = int(self.settings.reclaim_idle_seconds * 1000)
+        start = "0-0"
+        while True:
+            reply = await self.redis.xautoclaim(
+                OUTBOX_STREAM, self.settings.group, self.consumer, idle_ms, start_id=start, count=200
+            )
+            start, entries = reply[0], reply[1]
+            entries = [e for e in entries if e[1]]  # entries trimmed meanwhile come back empty
+            if entries:
+                logger.warning("reclaimed %d outbox entries from a stalled dispatcher", len(entries))
+                await self.fan_out(entries)
+            if start in (b"0-0", "0-0"):
+                return
+
+    async def _trim_outbox(self) -> None:
+        """Drop outbox entries every dispatcher is done with."""
+        groups = await self.redis.xinfo_groups(OUTBOX_STREAM)
+        ours = next(
+            (g for g in groups if g["name"] in (self.settings.group, self.settings.group.encode())), None
+        )
+        if ours is None:
+            return
+        floor = ours["last-delivered-id"]
+        summary = await self.redis.xpending(OUTBOX_STREAM, self.settings.group)
+        if summary and summary.get("pending") and summary.get("min"):
+            floor = summary["min"]
+        floor = floor.decode() if isinstance(floor, bytes) else str(floor)
+        if floor != "0-0":
+            await self.redis.xtrim(OUTBOX_STREAM, minid=floor, approximate=False)
+
+    async def _probe(self) -> None:
+        """Probe automatically disabled endpoints; heal and replay the ones that answer 2xx."""
+        now = self.clock()
+        due = await self.redis.zrangebyscore(keys.PROBES, "-inf", now, start=0, num=20)
+        for raw in due:
+            endpoint_id = raw.decode()
+            try:
+                endpoint = await self.endpoints.get(endpoint_id)
+            except EndpointNotFound:
+                await self.redis.zrem(keys.PROBES, endpoint_id)
+                continue
+            message = test_message(endpoint, now_ms=now, note="probe: is this endpoint back?")
+            result = await self.sender.send(
+                endpoint.url, message_id=message.id, body=message.body, secrets=endpoint.signing_secrets(now)
+            )
+            if result.status is not None and 200 <= result.status < 300:
+                disabled_at = await self.endpoints.heal(endpoint_id)
+                replayed = await self.deliveries.recover(endpoint_id, disabled_at or 0, now_ms=self.clock())
+                logger.warning("endpoint %s healed; %d failed messages replayed", endpoint_id, replayed)
+                self._wake.set()
+                continue
+            tries = int(await self.redis.hincrby(keys.endpoint(endpoint_id), "probes", 1))
+            delay = self.settings.probe_schedule[min(tries, len(self.settings.probe_schedule) - 1)]
+            await self.redis.zadd(keys.PROBES, {endpoint_id: now + int(delay * 1000)})
+
+    async def trim_listings(self) -> int:
+        """Drop listing entries of deliveries older than the failed-retention window."""
+        floor = id_floor("msg", self.clock() - self.settings.failed_retention_seconds * 1000)
+        removed = 0
+        for raw in await self.redis.smembers(keys.ENDPOINTS):
+            endpoint_id = raw.decode()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for status in (None, *S):
+                    pipe.zremrangebylex(keys.listing(endpoint_id, status), "-", f"({floor}")
+                removed += sum(await pipe.execute())
+        return removed

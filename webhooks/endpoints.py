@@ -1,0 +1,219 @@
+"""EndpointStore: tenant-scoped endpoint CRUD, secret rotation, matching and health state."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+
+from . import keys
+from .errors import EndpointNotFound
+from .ids import is_valid, new_id
+from .models import DeliveryStatus, Endpoint
+from .signing import generate_secret
+
+ROTATION_OVERLAP_MS = 24 * 3600 * 1000
+
+
+def now_ms() -> int:
+    """Unix time in milliseconds."""
+    return int(time.time() * 1000)
+
+
+def _to_hash(values: dict[str, Any]) -> dict[str, str]:
+    return {k: json.dumps(v) for k, v in values.items() if v is not None}
+
+
+async def _write(redis: Redis, key: str, values: dict[str, Any]) -> None:
+    """Set the fields of `values`; a None value removes its field (so HSETNX sees it as unset)."""
+    cleared = [k for k, v in values.items() if v is None]
+    async with redis.pipeline(transaction=True) as tx:
+        if len(cleared) < len(values):
+            tx.hset(key, mapping=_to_hash(values))
+        if cleared:
+            tx.hdel(key, *cleared)
+        await tx.execute()
+
+
+def _from_hash(raw: dict[bytes, bytes]) -> Endpoint:
+    return Endpoint.model_validate({k.decode(): json.loads(v) for k, v in raw.items()})
+
+
+def matches(
+    endpoint: Endpoint, *, event_type: str, flow: str, at_ms: int, default_events: Iterable[str]
+) -> str | None:
+    """None when `endpoint` should receive this event, else why not (for the why-not view)."""
+    if endpoint.created_at.timestamp() * 1000 > at_ms:
+        return "endpoint created after the event"
+    wanted = endpoint.events or list(default_events)
+    if event_type not in wanted:
+        return "event type filtered"
+    if endpoint.flow_ids and flow not in endpoint.flow_ids:
+        return "flow filtered"
+    if not endpoint.enabled and endpoint.disabled_reason is None:
+        return "endpoint disabled"
+    return None
+
+
+class EndpointStore:
+    """Endpoints live in one hash each, every field a JSON value, so single fields change atomically."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def create(
+        self,
+        *,
+        tenant: str,
+        url: str,
+        events: list[str],
+        flow_ids: list[str],
+        description: str = "",
+        secret: str | None = None,
+    ) -> Endpoint:
+        """Store a new enabled endpoint with a new (or the given) secret."""
+        endpoint = Endpoint(
+            id=new_id("wh"),
+            tenant=tenant,
+            url=url,
+            events=events,
+            flow_ids=flow_ids,
+            description=description,
+            created_at=datetime.now(UTC),
+            secret=secret or generate_secret(),
+        )
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.hset(keys.endpoint(endpoint.id), mapping=_to_hash(endpoint.model_dump(mode="json")))
+            tx.zadd(keys.tenant_endpoints(tenant), {endpoint.id: 0})
+            tx.sadd(keys.ENDPOINTS, endpoint.id)
+            await tx.execute()
+        return endpoint
+
+    async def get(self, endpoint_id: str, *, tenant: str | None = None) -> Endpoint:
+        """The endpoint; EndpointNotFound if missing or (with `tenant`) another tenant's."""
+        if not is_valid(endpoint_id, "wh"):
+            raise EndpointNotFound(f"no endpoint {endpoint_id}")
+        raw = await self.redis.hgetall(keys.endpoint(endpoint_id))
+        if not raw:
+            raise EndpointNotFound(f"no endpoint {endpoint_id}")
+        endpoint = _from_hash(raw)
+        if tenant is not None and endpoint.tenant != tenant:
+            raise EndpointNotFound(f"no endpoint {endpoint_id}")
+        return endpoint
+
+    async def get_many(self, endpoint_ids: Sequence[str]) -> dict[str, Endpoint]:
+        """The endpoints that exist among `endpoint_ids`, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for eid in endpoint_ids:
+                pipe.hgetall(keys.endpoint(eid))
+            rows = await pipe.execute()
+        return {eid: _from_hash(raw) for eid, raw in zip(endpoint_ids, rows, strict=True) if raw}
+
+    async def for_tenant(self, tenant: str) -> list[Endpoint]:
+        """Every endpoint of `tenant`, oldest first."""
+        ids = [i.decode() for i in await self.redis.zrange(keys.tenant_endpoints(tenant), 0, -1)]
+        found = await self.get_many(ids)
+        return [found[i] for i in ids if i in found]
+
+    async def page(self, tenant: str, *, limit: int, cursor: str | None) -> tuple[list[Endpoint], str | None]:
+        """A newest-first page of the tenant's endpoints."""
+        upper = "+" if cursor is None else f"({cursor}"
+        ids = [
+            i.decode()
+            for i in await self.redis.zrevrangebylex(keys.tenant_endpoints(tenant), upper, "-", 0, limit + 1)
+        ]
+        more = len(ids) > limit
+        ids = ids[:limit]
+        found = await self.get_many(ids)
+        items = [found[i] for i in ids if i in found]
+        return items, (ids[-1] if more and ids else None)
+
+    async def update(self, endpoint_id: str, *, tenant: str, changes: dict[str, Any]) -> Endpoint:
+        """Change some fields of the tenant's endpoint."""
+        await self.get(endpoint_id, tenant=tenant)
+        changes = {**changes, "updated_at": datetime.now(UTC)}
+        if changes.get("enabled") is True:
+            # Enabling by hand clears the automatic disable and its health record.
+            changes.update(disabled_reason=None, disabled_at=None, failing_since=None)
+            await self.redis.zrem(keys.PROBES, endpoint_id)
+        dumped = Endpoint.model_construct(**changes).model_dump(mode="json", include=set(changes))
+        await _write(self.redis, keys.endpoint(endpoint_id), dumped)
+        return await self.get(endpoint_id, tenant=tenant)
+
+    async def delete(self, endpoint_id: str, *, tenant: str) -> None:
+        """Remove the endpoint, its queue and its listings (delivery rows expire on their own)."""
+        await self.get(endpoint_id, tenant=tenant)
+        pending = await self.redis.zrange(keys.due(endpoint_id), 0, -1)
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.delete(keys.endpoint(endpoint_id), keys.due(endpoint_id))
+            for dlv in pending:
+                tx.delete(keys.delivery(dlv.decode()), keys.delivery_log(dlv.decode()))
+            tx.delete(keys.listing(endpoint_id), *(keys.listing(endpoint_id, s) for s in DeliveryStatus))
+            tx.zrem(keys.DUE_ENDPOINTS, endpoint_id)
+            tx.zrem(keys.PROBES, endpoint_id)
+            tx.zrem(keys.tenant_endpoints(tenant), endpoint_id)
+            tx.srem(keys.ENDPOINTS, endpoint_id)
+            await tx.execute()
+
+    async def rotate_secret(self, endpoint_id: str, *, tenant: str) -> str:
+        """Give the endpoint a new secret; the old one keeps signing beside it for 24 h."""
+        endpoint = await self.get(endpoint_id, tenant=tenant)
+        secret = generate_secret()
+        await _write(
+            self.redis,
+            keys.endpoint(endpoint_id),
+            {
+                "secret": secret,
+                "previous_secret": endpoint.secret,
+                "previous_secret_until": now_ms() + ROTATION_OVERLAP_MS,
+            },
+        )
+        return secret
+
+    async def default_secret(self, tenant: str) -> str:
+        """The tenant's default secret (made on first use), which signs one-run webhooks."""
+        key = keys.default_secret(tenant)
+        await self.redis.set(key, generate_secret(), nx=True)
+        raw = await self.redis.get(key)
+        return str(raw.decode())
+
+    async def mark_failure(self, endpoint_id: str, at_ms: int) -> int | None:
+        """Note a failed attempt; return since when the endpoint has been failing."""
+        key = keys.endpoint(endpoint_id)
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.hsetnx(key, "failing_since", json.dumps(at_ms))
+            tx.hget(key, "failing_since")
+            _, since = await tx.execute()
+        value = json.loads(since) if since else None
+        return int(value) if value is not None else None
+
+    async def mark_success(self, endpoint_id: str) -> None:
+        """A 2xx: the endpoint is healthy again."""
+        await self.redis.hdel(keys.endpoint(endpoint_id), "failing_since")
+
+    async def disable(self, endpoint_id: str, *, reason: str, probe_at_ms: int | None) -> None:
+        """Disable the endpoint; with `probe_at_ms` it will be probed and healed automatically."""
+        at = now_ms()
+        await _write(
+            self.redis,
+            keys.endpoint(endpoint_id),
+            {"enabled": False, "disabled_reason": reason, "disabled_at": at},
+        )
+        if probe_at_ms is not None:
+            await self.redis.zadd(keys.PROBES, {endpoint_id: probe_at_ms})
+
+    async def heal(self, endpoint_id: str) -> int | None:
+        """Re-enable an automatically disabled endpoint; return when it had been disabled."""
+        raw = await self.redis.hget(keys.endpoint(endpoint_id), "disabled_at")
+        await _write(
+            self.redis,
+            keys.endpoint(endpoint_id),
+            {"enabled": True, "disabled_reason": None, "disabled_at": None, "failing_since": None},
+        )
+        await self.redis.zrem(keys.PROBES, endpoint_id)
+        value = json.loads(raw) if raw else None
+        return int(value) if value is not None else None

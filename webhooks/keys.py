@@ -1,0 +1,68 @@
+"""Every Redis key of the webhook service, in one place."""
+
+from __future__ import annotations
+
+from .models import DeliveryStatus
+
+PREFIX = "wh"
+# endpoint id -> earliest due time (ms) of its deliveries: the endpoints with work to do.
+DUE_ENDPOINTS = f"{PREFIX}:due"
+# Every endpoint id (for maintenance) and the auto-disabled ones with their next probe time.
+ENDPOINTS = f"{PREFIX}:endpoints"
+PROBES = f"{PREFIX}:probes"
+
+
+def endpoint(endpoint_id: str) -> str:
+    """Hash of one endpoint; every field holds a JSON value."""
+    return f"{PREFIX}:ep:{endpoint_id}"
+
+
+def tenant_endpoints(tenant: str) -> str:
+    """Sorted set (scores 0, time-ordered ids) of a tenant's endpoints."""
+    return f"{PREFIX}:t:{tenant}:eps"
+
+
+def default_secret(tenant: str) -> str:
+    """The tenant's default secret, which signs one-run webhooks."""
+    return f"{PREFIX}:t:{tenant}:default-secret"
+
+
+def message(message_id: str) -> str:
+    """Hash of one message: type, tenant, subject, body, created (ms)."""
+    return f"{PREFIX}:msg:{message_id}"
+
+
+def delivery_id(message_id: str, endpoint_id: str) -> str:
+    """One message to one endpoint: a fan-out repeated after a crash finds the same id."""
+    return f"{message_id}:{endpoint_id}"
+
+
+def delivery(dlv_id: str) -> str:
+    """Hash of one delivery: msg, ep, status, attempts, base, next, created, tenant, url."""
+    return f"{PREFIX}:dlv:{dlv_id}"
+
+
+def delivery_log(dlv_id: str) -> str:
+    """List of the delivery's attempts (JSON), oldest first."""
+    return f"{PREFIX}:dlv:{dlv_id}:log"
+
+
+def due(endpoint_id: str) -> str:
+    """Sorted set of one endpoint's pending deliveries by due time (ms)."""
+    return f"{PREFIX}:ep:{endpoint_id}:due"
+
+
+def listing(endpoint_id: str, status: DeliveryStatus | None = None) -> str:
+    """Sorted set (scores 0, members message ids) of an endpoint's deliveries, optionally by status."""
+    key = f"{PREFIX}:ep:{endpoint_id}:dl"
+    return key if status is None else f"{key}:{status.value}"
+
+
+def progress_gate(endpoint_id: str, subject: str) -> str:
+    """Set for the progress interval after a progress event to this endpoint for this subject."""
+    return f"{PREFIX}:prog:{endpoint_id}:{subject}"
+
+
+def hook_endpoint_id(subject: str) -> str:
+    """The pseudo endpoint of a one-subject webhook (a run's own `webhook: {url}`)."""
+    return f"hook_{subject}"

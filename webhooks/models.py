@@ -1,0 +1,159 @@
+"""Webhook models: endpoints, deliveries and attempts as stored in Redis and shown by the API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic.alias_generators import to_camel
+
+
+def format_timestamp(value: datetime) -> str:
+    """Render `value` as RFC 3339 UTC with milliseconds, e.g. ``2026-11-28T23:43:01.123Z``."""
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def from_ms(ms: int) -> datetime:
+    """A UTC datetime from unix milliseconds."""
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str, when_used="json")]
+
+
+class WireModel(BaseModel):
+    """camelCase on the wire, snake_case in Python."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class DeliveryStatus(StrEnum):
+    """Where one message stands for one endpoint."""
+
+    pending = "pending"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class Endpoint(WireModel):
+    """A subscription: a URL, its secrets and its filters (stored form, secrets included)."""
+
+    id: str
+    tenant: str
+    url: str
+    events: list[str]
+    flow_ids: list[str] = Field(default_factory=list)
+    description: str = ""
+    enabled: bool = True
+    created_at: Timestamp
+    updated_at: Timestamp | None = None
+    secret: str
+    # The secret replaced by the last rotation, and until when (unix ms) it still signs.
+    previous_secret: str | None = None
+    previous_secret_until: int | None = None
+    # Health: when deliveries started failing without a success since, and why it is disabled.
+    failing_since: int | None = None
+    disabled_reason: str | None = None
+    disabled_at: int | None = None
+
+    def signing_secrets(self, now_ms: int) -> list[str]:
+        """The secrets that sign a delivery now: the current one, plus the old one while it lasts."""
+        out = [self.secret]
+        if self.previous_secret and (self.previous_secret_until or 0) > now_ms:
+            out.append(self.previous_secret)
+        return out
+
+
+class EndpointOut(WireModel):
+    """An endpoint as the API shows it; `secret` only on create and rotation."""
+
+    id: str
+    url: str
+    events: list[str]
+    flow_ids: list[str]
+    description: str
+    enabled: bool
+    created_at: Timestamp
+    updated_at: Timestamp | None = None
+    disabled_reason: str | None = None
+    secret: str | None = None
+
+    @classmethod
+    def of(cls, endpoint: Endpoint, *, with_secret: bool = False) -> EndpointOut:
+        """The public view of `endpoint`."""
+        return cls(
+            id=endpoint.id,
+            url=endpoint.url,
+            events=endpoint.events,
+            flow_ids=endpoint.flow_ids,
+            description=endpoint.description,
+            enabled=endpoint.enabled,
+            created_at=endpoint.created_at,
+            updated_at=endpoint.updated_at,
+            disabled_reason=endpoint.disabled_reason,
+            secret=endpoint.secret if with_secret else None,
+        )
+
+
+class EndpointCreate(WireModel):
+    """Body of ``POST /v1/webhooks``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(min_length=1, max_length=2048)
+    events: list[str] | None = Field(default=None, max_length=50)
+    flow_ids: list[str] | None = Field(default=None, max_length=100)
+    description: str = Field(default="", max_length=500)
+    secret: str | None = Field(default=None, max_length=200)
+
+
+class EndpointPatch(WireModel):
+    """Body of ``PATCH /v1/webhooks/{id}``: only the fields given change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, min_length=1, max_length=2048)
+    events: list[str] | None = Field(default=None, max_length=50)
+    flow_ids: list[str] | None = Field(default=None, max_length=100)
+    description: str | None = Field(default=None, max_length=500)
+    enabled: bool | None = None
+
+
+class RecoverBody(WireModel):
+    """Body of ``POST /v1/webhooks/{id}/recover``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    since: datetime
+
+
+class Attempt(WireModel):
+    """One HTTP try of one delivery."""
+
+    at: Timestamp
+    status_code: int | None = None
+    duration_ms: int
+    error: str | None = None
+    response_body: str | None = None
+
+
+class DeliveryOut(WireModel):
+    """A message as seen by one endpoint: its state and every attempt."""
+
+    id: str
+    event_type: str
+    run_id: str | None = None
+    status: DeliveryStatus
+    created_at: Timestamp
+    next_attempt_at: Timestamp | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+
+
+class Page(WireModel):
+    """One newest-first page of any list."""
+
+    data: list[Any]
+    next_cursor: str | None = None

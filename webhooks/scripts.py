@@ -1,0 +1,121 @@
+"""Lua scripts that keep a delivery, its endpoint's due queue and its listings consistent."""
+
+from __future__ import annotations
+
+# Shared: after an endpoint's due queue changed, publish its earliest due time (or drop it).
+_REINDEX = """
+-- one-subject webhooks (endpoint ids "hook_...") keep no listings: nothing would ever trim them
+local function listed(ep)
+  return string.sub(ep, 1, 5) ~= 'hook_'
+end
+local function reindex(due_key, due_index, ep)
+  local first = redis.call('ZRANGE', due_key, 0, 0, 'WITHSCORES')
+  if #first == 0 then
+    redis.call('ZREM', due_index, ep)
+  else
+    redis.call('ZADD', due_index, first[2], ep)
+  end
+end
+"""
+
+# Create a delivery unless it exists. KEYS: 1 delivery, 2 endpoint due queue, 3 due index,
+# 4 listing (all), 5 listing of the initial status.
+# ARGV: 1 delivery id, 2 message id, 3 endpoint id, 4 created ms, 5 due ms, 6 tenant, 7 url ('' = the
+# endpoint's), 8 status ('pending' | 'failed'), 9 ttl ms for a delivery created failed, 10 note.
+SCHEDULE = (
+    _REINDEX
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'msg', ARGV[2], 'ep', ARGV[3], 'status', ARGV[8], 'attempts', 0, 'base', 0,
+  'created', ARGV[4], 'tenant', ARGV[6], 'url', ARGV[7], 'note', ARGV[10])
+if listed(ARGV[3]) then
+  redis.call('ZADD', KEYS[4], 0, ARGV[2])
+  redis.call('ZADD', KEYS[5], 0, ARGV[2])
+end
+if ARGV[8] == 'pending' then
+  redis.call('HSET', KEYS[1], 'next', ARGV[5])
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+  reindex(KEYS[2], KEYS[3], ARGV[3])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[9])
+end
+return 1
+"""
+)
+
+# Take up to N due deliveries of one endpoint, hiding them until a claim deadline.
+# KEYS: 1 endpoint due queue, 2 due index. ARGV: 1 now ms, 2 n, 3 claim deadline ms, 4 endpoint id.
+TAKE = (
+    _REINDEX
+    + """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, id in ipairs(ids) do
+  redis.call('ZADD', KEYS[1], ARGV[3], id)
+end
+reindex(KEYS[1], KEYS[2], ARGV[4])
+return ids
+"""
+)
+
+# Record one attempt and the decision. KEYS: 1 delivery, 2 log, 3 due queue, 4 due index,
+# 5 listing pending, 6 listing succeeded, 7 listing failed.
+# ARGV: 1 delivery id, 2 message id, 3 attempt JSON, 4 new status, 5 next due ms (retry) or '',
+# 6 ttl ms (terminal), 7 endpoint id, 8 max log entries.
+# Returns 0 if the delivery is gone, else 1.
+RECORD = (
+    _REINDEX
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[8]), -1)
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local current = redis.call('HGET', KEYS[1], 'status')
+if current == 'succeeded' then
+  -- a duplicate send after a claim expired: the earlier success stands
+  redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
+  return 1
+end
+if ARGV[4] == 'pending' then
+  redis.call('HSET', KEYS[1], 'next', ARGV[5], 'status', 'pending')
+  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], 'status', ARGV[4], 'next', '')
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  if listed(ARGV[7]) then
+    redis.call('ZREM', KEYS[5], ARGV[2])
+    redis.call('ZREM', KEYS[7], ARGV[2])
+    if ARGV[4] == 'succeeded' then
+      redis.call('ZADD', KEYS[6], 0, ARGV[2])
+    else
+      redis.call('ZADD', KEYS[7], 0, ARGV[2])
+    end
+  end
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+end
+reindex(KEYS[3], KEYS[4], ARGV[7])
+return 1
+"""
+)
+
+# Send a delivery again now, with a fresh retry schedule. KEYS: 1 delivery, 2 log, 3 due queue,
+# 4 due index, 5 listing pending, 6 listing succeeded, 7 listing failed.
+# ARGV: 1 delivery id, 2 message id, 3 now ms, 4 endpoint id. Returns 0 if gone.
+REQUEUE = (
+    _REINDEX
+    + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local attempts = redis.call('HGET', KEYS[1], 'attempts')
+redis.call('HSET', KEYS[1], 'status', 'pending', 'next', ARGV[3], 'base', attempts)
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', KEYS[2])
+if listed(ARGV[4]) then
+  redis.call('ZREM', KEYS[6], ARGV[2])
+  redis.call('ZREM', KEYS[7], ARGV[2])
+  redis.call('ZADD', KEYS[5], 0, ARGV[2])
+end
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+reindex(KEYS[3], KEYS[4], ARGV[4])
+return 1
+"""
+)

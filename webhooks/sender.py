@@ -1,0 +1,95 @@
+"""Sender: one signed POST over a shared aiohttp session; never retries, never follows redirects."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiohttp
+
+from .models import Attempt
+from .retry import parse_retry_after
+from .settings import DispatcherSettings
+from .signing import headers_for
+from .ssrf import guarded_connector
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SendResult:
+    """One attempt, plus what the retry decision needs from the response."""
+
+    attempt: Attempt
+    status: int | None
+    retry_after: float | None
+
+
+class Sender:
+    """Owns the one ClientSession of a dispatcher process (call ``close()`` when done)."""
+
+    def __init__(self, settings: DispatcherSettings) -> None:
+        self.settings = settings
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=guarded_connector(
+                    allow_private=self.settings.allow_private, limit=self.settings.max_in_flight
+                ),
+                timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
+                headers={"user-agent": self.settings.user_agent},
+                # Receivers must see our exact bytes: no cookies, no automatic decompression games.
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, url: str, *, message_id: str, body: str, secrets: list[str]) -> SendResult:
+        """POST `body` to `url`, signed with every one of `secrets`; return what happened."""
+        started = time.monotonic()
+        at = datetime.now(UTC)
+        timestamp = int(time.time())
+        headers = headers_for(secrets, message_id, timestamp, body)
+        headers["content-type"] = "application/json"
+        status: int | None = None
+        retry_after: float | None = None
+        error: str | None = None
+        response_body: str | None = None
+        try:
+            async with self._get_session().post(
+                url, data=body.encode(), headers=headers, allow_redirects=False
+            ) as resp:
+                status = resp.status
+                retry_after = parse_retry_after(resp.headers.get("retry-after"))
+                chunk = await resp.content.read(self.settings.response_body_bytes)
+                response_body = chunk.decode("utf-8", errors="replace")
+                if 300 <= status < 400:
+                    error = f"redirect to {resp.headers.get('location', '?')} not followed"
+                elif not 200 <= status < 300:
+                    error = f"HTTP {status}"
+        except TimeoutError:
+            error = f"timed out after {self.settings.timeout:g} s"
+        except aiohttp.ClientError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        except (OSError, ValueError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a boundary: turn anything into a failed attempt
+            logger.exception("delivery %s to %s failed unexpectedly", message_id, url)
+            error = f"{type(exc).__name__}: {exc}"
+        duration = round((time.monotonic() - started) * 1000)
+        attempt = Attempt(
+            at=at, status_code=status, duration_ms=duration, error=error, response_body=response_body or None
+        )
+        return SendResult(attempt=attempt, status=status, retry_after=retry_after)

@@ -1,0 +1,44 @@
+"""DispatcherSettings: delivery timeout, retry schedule, concurrency bounds and retention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+
+
+@dataclass(frozen=True)
+class DispatcherSettings:
+    """How the dispatcher delivers; built by the mounting application from its own settings."""
+
+    timeout: float = 15.0
+    retry_schedule: tuple[float, ...] = DEFAULT_SCHEDULE
+    jitter: float = 0.2
+    # Retry-After on 429/503 is honoured up to this many seconds.
+    retry_after_cap: float = 3600.0
+    allow_private: bool = False
+    per_endpoint_in_flight: int = 10
+    max_in_flight: int = 500
+    # An endpoint failing without a single success for this long is disabled (then probed to heal).
+    disable_after_seconds: float = 5 * 24 * 3600
+    probe_schedule: tuple[float, ...] = (300.0, 1800.0, 3600.0, 3 * 3600.0, 6 * 3600.0)
+    delivered_retention_seconds: int = 7 * 24 * 3600
+    failed_retention_seconds: int = 14 * 24 * 3600
+    # An entry another dispatcher read but never acknowledged is taken over after this long.
+    reclaim_idle_seconds: float = 30.0
+    progress_interval_seconds: float = 0.5
+    user_agent: str = "webhook-orchestrator/0.1 (+standard-webhooks)"
+    response_body_bytes: int = 1024
+    outbox_batch: int = 200
+    group: str = "dispatchers"
+    idle_poll_seconds: float = field(default=0.05)
+
+    @property
+    def max_attempts(self) -> int:
+        """First try plus one retry per schedule entry."""
+        return 1 + len(self.retry_schedule)
+
+    @property
+    def claim_seconds(self) -> float:
+        """How long a taken delivery stays hidden from other dispatchers (then it is due again)."""
+        return self.timeout + 15.0
