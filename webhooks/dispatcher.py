@@ -42,6 +42,10 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _text_id(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _text(fields: dict[bytes, bytes], name: str) -> str:
     value = fields.get(name.encode())
     return value.decode() if value is not None else ""
@@ -109,7 +113,10 @@ class Dispatcher:
 
     async def _shutdown(self) -> None:
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            _, late = await asyncio.wait(set(self._tasks), timeout=self.settings.shutdown_grace_seconds)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         await self.sender.close()
 
     async def _ensure_group(self) -> None:
@@ -369,19 +376,20 @@ class Dispatcher:
                 return
 
     async def _trim_outbox(self) -> None:
-        """Drop outbox entries every dispatcher is done with."""
+        """Drop outbox entries every dispatcher is done with (acknowledged, not pending anywhere)."""
         groups = await self.redis.xinfo_groups(OUTBOX_STREAM)
         ours = next(
             (g for g in groups if g["name"] in (self.settings.group, self.settings.group.encode())), None
         )
         if ours is None:
             return
-        floor = ours["last-delivered-id"]
         summary = await self.redis.xpending(OUTBOX_STREAM, self.settings.group)
-        if summary and summary.get("pending") and summary.get("min"):
-            floor = summary["min"]
-        floor = floor.decode() if isinstance(floor, bytes) else str(floor)
-        if floor != "0-0":
+        if summary and summary.get("pending"):
+            floor = _text_id(summary["min"])  # keep the oldest unacknowledged entry and what follows
+        else:
+            ms, _, seq = _text_id(ours["last-delivered-id"]).partition("-")
+            floor = f"{ms}-{int(seq or 0) + 1}"  # everything up to the last delivered entry can go
+        if floor not in ("0-0", "0-1"):
             await self.redis.xtrim(OUTBOX_STREAM, minid=floor, approximate=False)
 
     async def _probe(self) -> None:

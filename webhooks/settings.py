@@ -32,6 +32,9 @@ class DispatcherSettings:
     outbox_batch: int = 200
     group: str = "dispatchers"
     idle_poll_seconds: float = field(default=0.05)
+    # On stop, attempts in flight get this long to finish; the rest are cancelled and, being
+    # claimed with a deadline, are simply due again for whichever dispatcher runs next.
+    shutdown_grace_seconds: float = 5.0
 
     @property
     def max_attempts(self) -> int:

@@ -1,0 +1,79 @@
+"""A real HTTP receiver on loopback that records deliveries and answers from a script."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+Answer = int | tuple[int, dict[str, str]] | Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Recorded:
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    @property
+    def id(self) -> str:
+        return self.headers["webhook-id"]
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Receiver:
+    """Answers each request with the next item of `script` (then `default`)."""
+
+    script: list[Answer] = field(default_factory=list)
+    default: Answer = 200
+    requests: list[Recorded] = field(default_factory=list)
+    url: str = ""
+    _runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        self.requests.append(
+            Recorded({k.lower(): v for k, v in request.headers.items()}, body, time.monotonic())
+        )
+        answer = self.script.pop(0) if self.script else self.default
+        if callable(answer):
+            return await answer(request)
+        if isinstance(answer, tuple):
+            status, headers = answer
+            return web.Response(status=status, headers=headers, text="scripted")
+        return web.Response(status=answer, text=f"answer {answer}")
+
+    async def start(self) -> Receiver:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/hook"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def ids(self) -> list[str]:
+        return [r.id for r in self.requests]
+
+    def types(self) -> list[str]:
+        return [r.json["type"] for r in self.requests]
+
+
+async def hang(request: web.Request) -> web.StreamResponse:
+    await asyncio.sleep(3600)
+    return web.Response(status=200)

@@ -1,0 +1,387 @@
+"""The dispatcher against real aiohttp receivers on loopback, with scripted answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import standardwebhooks.webhooks as standard
+import svix.webhooks as svix_webhooks
+from aiohttp import web
+from redis.asyncio import Redis
+
+from tests.conftest import wait_for
+from tests.receiver import Receiver, hang
+from tests.webhooks.conftest import FAST, running_dispatcher
+from webhooks import keys, verify
+from webhooks.deliveries import DeliveryStore
+from webhooks.dispatcher import Dispatcher
+from webhooks.endpoints import EndpointStore
+from webhooks.ids import new_id
+from webhooks.models import DeliveryStatus
+from webhooks.outbox import OUTBOX_STREAM
+
+
+async def publish(
+    redis: Redis,
+    *,
+    tenant: str = "a",
+    type_: str = "execution.success",
+    subject: str = "exec_1",
+    flow: str = "echo",
+    hook: dict | None = None,
+) -> str:
+    """Append one message to the outbox, as the orchestrator's transition script does."""
+    msg_id = new_id("msg")
+    body = json.dumps({"type": type_, "timestamp": "2026-11-29T00:00:00.000Z", "data": {"id": subject}})
+    fields = {"id": msg_id, "type": type_, "tenant": tenant, "subject": subject, "flow": flow, "body": body}
+    if hook is not None:
+        fields["hook"] = json.dumps(hook)
+    await redis.xadd(OUTBOX_STREAM, fields)
+    return msg_id
+
+
+async def endpoint(redis: Redis, url: str, **kw) -> tuple[str, str]:
+    ep = await EndpointStore(redis).create(
+        tenant=kw.pop("tenant", "a"),
+        url=url,
+        events=kw.pop("events", []),
+        flow_ids=kw.pop("flow_ids", []),
+        **kw,
+    )
+    return ep.id, ep.secret
+
+
+def deliveries_of(redis: Redis) -> DeliveryStore:
+    return DeliveryStore(redis, failed_ttl_ms=10**9, delivered_ttl_ms=10**9)
+
+
+async def test_delivers_signed_and_accepted_by_the_official_verifiers(
+    redis: Redis, dispatcher: Dispatcher, receiver: Receiver
+) -> None:
+    _, secret = await endpoint(redis, receiver.url)
+    msg_id = await publish(redis)
+    await wait_for(lambda: len(receiver.requests) == 1)
+    got = receiver.requests[0]
+    assert got.id == msg_id and got.headers["content-type"] == "application/json"
+    assert abs(int(got.headers["webhook-timestamp"]) - time.time()) < 60
+    event = verify(got.body, got.headers, secret)
+    assert event.type == "execution.success" and event.data == {"id": "exec_1"}
+    standard.Webhook(secret).verify(got.body, got.headers)
+    svix_webhooks.Webhook(secret).verify(got.body, got.headers)
+
+
+async def test_failing_receiver_gets_every_message_with_one_webhook_id(
+    redis: Redis, dispatcher: Dispatcher, receiver: Receiver
+) -> None:
+    receiver.script = [500, (429, {"Retry-After": "0"}), 503, 200]
+    ep_id, secret = await endpoint(redis, receiver.url)
+    msg_id = await publish(redis)
+    await wait_for(lambda: len(receiver.requests) == 4)
+    assert set(receiver.ids()) == {msg_id}
+    for r in receiver.requests:
+        verify(r.body, r.headers, secret)
+
+    async def settled() -> bool:
+        page, _ = await deliveries_of(redis).page(ep_id, status=None, limit=10, cursor=None)
+        return page[0].status is DeliveryStatus.succeeded
+
+    await wait_for(settled)
+    [view], _ = await deliveries_of(redis).page(ep_id, status=None, limit=10, cursor=None)
+    assert [a.status_code for a in view.attempts] == [500, 429, 503, 200]
+    assert view.attempts[0].error == "HTTP 500" and view.attempts[0].response_body == "answer 500"
+    assert view.next_attempt_at is None and view.event_type == "execution.success"
+
+
+async def test_retry_after_is_honoured_within_its_cap(redis: Redis, receiver: Receiver) -> None:
+    receiver.script = [(429, {"Retry-After": "1"})]
+    await endpoint(redis, receiver.url)
+    async with running_dispatcher(redis):
+        await publish(redis)
+        await wait_for(lambda: len(receiver.requests) == 2, timeout=10)
+    gap = receiver.requests[1].at - receiver.requests[0].at
+    assert gap >= 0.9  # the schedule alone would have retried after 0.05 s
+
+
+async def test_exhausted_then_retried_by_hand_with_the_same_webhook_id(
+    redis: Redis, dispatcher: Dispatcher, receiver: Receiver
+) -> None:
+    receiver.default = 500
+    ep_id, _ = await endpoint(redis, receiver.url)
+    msg_id = await publish(redis)
+    await wait_for(lambda: len(receiver.requests) == FAST.max_attempts)
+
+    async def failed() -> bool:
+        page, _ = await deliveries_of(redis).page(ep_id, status=DeliveryStatus.failed, limit=10, cursor=None)
+        return len(page) == 1
+
+    await wait_for(failed)
+    receiver.default = 200
+    assert await deliveries_of(redis).requeue(msg_id, ep_id, now_ms=int(time.time() * 1000))
+    await wait_for(lambda: len(receiver.requests) == FAST.max_attempts + 1)
+    assert set(receiver.ids()) == {msg_id}
+
+    async def succeeded() -> bool:
+        page, _ = await deliveries_of(redis).page(
+            ep_id, status=DeliveryStatus.succeeded, limit=10, cursor=None
+        )
+        return len(page) == 1
+
+    await wait_for(succeeded)
+
+
+async def test_recover_sends_failed_messages_since_a_time(
+    redis: Redis, dispatcher: Dispatcher, receiver: Receiver
+) -> None:
+    receiver.default = 500
+    ep_id, _ = await endpoint(redis, receiver.url)
+    since = int(time.time() * 1000)
+    ids = [await publish(redis, subject=f"exec_{i}") for i in range(3)]
+    store = deliveries_of(redis)
+
+    async def all_failed() -> bool:
+        page, _ = await store.page(ep_id, status=DeliveryStatus.failed, limit=10, cursor=None)
+        return len(page) == 3
+
+    await wait_for(all_failed, timeout=20)
+    receiver.default = 200
+    assert await store.recover(ep_id, since, now_ms=int(time.time() * 1000)) == 3
+
+    async def all_ok() -> bool:
+        page, _ = await store.page(ep_id, status=DeliveryStatus.succeeded, limit=10, cursor=None)
+        return len(page) == 3
+
+    await wait_for(all_ok)
+    assert {r.id for r in receiver.requests if True} == set(ids)
+
+
+async def test_a_hang_past_the_timeout_is_a_failed_attempt(redis: Redis, receiver: Receiver) -> None:
+    receiver.script = [hang]
+    settings = FAST.__class__(**{**FAST.__dict__, "timeout": 0.5})
+    ep_id, _ = await endpoint(redis, receiver.url)
+    async with running_dispatcher(redis, settings):
+        await publish(redis)
+        await wait_for(lambda: len(receiver.requests) == 2, timeout=10)
+
+        async def done() -> bool:
+            page, _ = await deliveries_of(redis).page(
+                ep_id, status=DeliveryStatus.succeeded, limit=1, cursor=None
+            )
+            return bool(page)
+
+        await wait_for(done)
+    [view], _ = await deliveries_of(redis).page(ep_id, status=None, limit=1, cursor=None)
+    assert view.attempts[0].status_code is None and "timed out" in (view.attempts[0].error or "")
+
+
+async def test_410_disables_the_endpoint(redis: Redis, dispatcher: Dispatcher, receiver: Receiver) -> None:
+    receiver.script = [410]
+    ep_id, _ = await endpoint(redis, receiver.url)
+    await publish(redis)
+
+    async def disabled() -> bool:
+        ep = await EndpointStore(redis).get(ep_id)
+        return not ep.enabled and ep.disabled_reason == "gone"
+
+    await wait_for(disabled)
+    await publish(redis, subject="exec_2")
+    await asyncio.sleep(0.3)  # give a wrong implementation the chance to send to a disabled endpoint
+    assert len(receiver.requests) == 1
+
+
+async def test_redirects_are_not_followed(redis: Redis, dispatcher: Dispatcher, receiver: Receiver) -> None:
+    target = await Receiver().start()
+    try:
+        receiver.script = [(302, {"Location": target.url})]
+        ep_id, _ = await endpoint(redis, receiver.url)
+        await publish(redis)
+        await wait_for(lambda: len(receiver.requests) == 2)
+        [view], _ = await deliveries_of(redis).page(ep_id, status=None, limit=1, cursor=None)
+        assert view.attempts[0].status_code == 302 and "not followed" in (view.attempts[0].error or "")
+        assert target.requests == []
+    finally:
+        await target.stop()
+
+
+async def test_filters_by_event_type_flow_and_tenant(redis: Redis, dispatcher: Dispatcher) -> None:
+    everything = await Receiver().start()
+    only_failed = await Receiver().start()
+    only_noop = await Receiver().start()
+    progress = await Receiver().start()
+    other_tenant = await Receiver().start()
+    try:
+        await endpoint(redis, everything.url)
+        await endpoint(redis, only_failed.url, events=["execution.failed"])
+        await endpoint(redis, only_noop.url, flow_ids=["noop"])
+        await endpoint(redis, progress.url, events=["execution.progress"])
+        await endpoint(redis, other_tenant.url, tenant="b")
+        await publish(redis, type_="execution.queued")
+        await publish(redis, type_="execution.progress")
+        await publish(redis, type_="execution.failed", flow="noop")
+        last = await publish(redis, type_="execution.success")
+        await wait_for(lambda: last in everything.ids())
+        await asyncio.sleep(0.2)
+        assert everything.types() == ["execution.queued", "execution.failed", "execution.success"]
+        assert only_failed.types() == ["execution.failed"]
+        assert only_noop.types() == ["execution.failed"]
+        assert progress.types() == ["execution.progress"]
+        assert other_tenant.requests == []
+    finally:
+        for r in (everything, only_failed, only_noop, progress, other_tenant):
+            await r.stop()
+
+
+async def test_progress_is_coalesced_per_run_but_status_never(
+    redis: Redis, dispatcher: Dispatcher, receiver: Receiver
+) -> None:
+    await endpoint(redis, receiver.url, events=["execution.progress", "execution.success"])
+    for _ in range(10):
+        await publish(redis, type_="execution.progress", subject="exec_p")
+    await publish(redis, type_="execution.progress", subject="exec_q")
+    last = await publish(redis, type_="execution.success", subject="exec_p")
+    await wait_for(lambda: last in receiver.ids())
+    subjects = [(r.json["type"], r.json["data"]["id"]) for r in receiver.requests]
+    assert subjects.count(("execution.progress", "exec_p")) == 1
+    assert ("execution.progress", "exec_q") in subjects and ("execution.success", "exec_p") in subjects
+
+
+async def test_rotation_signs_with_both_secrets(
+    redis: Redis, dispatcher: Dispatcher, receiver: Receiver
+) -> None:
+    ep_id, old = await endpoint(redis, receiver.url)
+    new = await EndpointStore(redis).rotate_secret(ep_id, tenant="a")
+    await publish(redis)
+    await wait_for(lambda: len(receiver.requests) == 1)
+    got = receiver.requests[0]
+    assert len(got.headers["webhook-signature"].split(" ")) == 2
+    verify(got.body, got.headers, old)
+    verify(got.body, got.headers, new)
+    standard.Webhook(new).verify(got.body, got.headers)
+
+
+async def test_a_run_webhook_is_signed_with_the_default_secret(
+    redis: Redis, dispatcher: Dispatcher, receiver: Receiver
+) -> None:
+    secret = await EndpointStore(redis).default_secret("a")
+    await publish(redis, type_="execution.queued", hook={"url": receiver.url})
+    await publish(redis, type_="execution.progress", hook={"url": receiver.url})
+    await publish(
+        redis, type_="execution.success", hook={"url": receiver.url, "events": ["execution.success"]}
+    )
+    await publish(
+        redis, type_="execution.failed", hook={"url": receiver.url, "events": ["execution.success"]}
+    )
+    await wait_for(lambda: len(receiver.requests) == 2)
+    await asyncio.sleep(0.2)
+    assert receiver.types() == ["execution.queued", "execution.success"]
+    for r in receiver.requests:
+        svix_webhooks.Webhook(secret).verify(r.body, r.headers)
+
+
+async def test_a_black_hole_endpoint_does_not_delay_a_healthy_one(redis: Redis, receiver: Receiver) -> None:
+    black_hole = await Receiver(default=hang).start()
+    settings = FAST.__class__(**{**FAST.__dict__, "timeout": 30.0, "per_endpoint_in_flight": 5})
+    try:
+        hole_id, _ = await endpoint(redis, black_hole.url)
+        await endpoint(redis, receiver.url)
+        async with running_dispatcher(redis, settings):
+            ids = [await publish(redis, subject=f"exec_{i}") for i in range(50)]
+            # Every healthy delivery lands long before even one black-hole attempt could time out.
+            await wait_for(lambda: set(ids) <= set(receiver.ids()), timeout=15)
+            assert len(black_hole.requests) == 5  # the in-flight cap; the rest waits in Redis
+            backlog = await redis.zcard(keys.due(hole_id))
+    finally:
+        await black_hole.stop()
+    assert backlog == 50
+
+
+async def test_outbox_is_trimmed_and_nothing_stays_pending(redis: Redis, receiver: Receiver) -> None:
+    await endpoint(redis, receiver.url)
+    async with running_dispatcher(redis):
+        for i in range(20):
+            await publish(redis, subject=f"exec_{i}")
+        await wait_for(lambda: len(receiver.requests) == 20)
+
+        async def trimmed() -> bool:
+            return await redis.xlen(OUTBOX_STREAM) == 0
+
+        await wait_for(trimmed, timeout=10)
+    pending = await redis.xpending(OUTBOX_STREAM, "dispatchers")
+    assert pending["pending"] == 0
+
+
+async def test_an_entry_left_unacknowledged_by_a_dead_dispatcher_is_reclaimed(
+    redis: Redis, receiver: Receiver
+) -> None:
+    await endpoint(redis, receiver.url)
+    await redis.xgroup_create(OUTBOX_STREAM, "dispatchers", id="0", mkstream=True)
+    msg_id = await publish(redis)
+    # A dispatcher that read the entry and died before fanning it out.
+    await redis.xreadgroup("dispatchers", "dead-one", {OUTBOX_STREAM: ">"}, count=10)
+    async with running_dispatcher(redis):
+        await wait_for(lambda: receiver.ids() == [msg_id], timeout=15)
+
+
+async def test_disabled_after_failing_then_healed_by_a_probe_and_replayed(
+    redis: Redis, receiver: Receiver
+) -> None:
+    settings = FAST.__class__(**{**FAST.__dict__, "disable_after_seconds": 0.0, "retry_schedule": (0.05,)})
+    receiver.default = 500
+    ep_id, _ = await endpoint(redis, receiver.url)
+    async with running_dispatcher(redis, settings):
+        first = await publish(redis, subject="exec_1")
+
+        async def disabled() -> bool:
+            ep = await EndpointStore(redis).get(ep_id)
+            return ep.disabled_reason == "failing"
+
+        await wait_for(disabled)
+        during = await publish(redis, subject="exec_2")  # recorded as failed while disabled
+        receiver.default = 200
+
+        async def healed() -> bool:
+            return (await EndpointStore(redis).get(ep_id)).enabled
+
+        await wait_for(healed, timeout=15)
+        await wait_for(lambda: {first, during} <= set(receiver.ids()), timeout=15)
+    assert "webhook.test" in receiver.types()  # the probe
+
+
+async def test_endpoint_disabled_by_hand_gets_nothing(
+    redis: Redis, dispatcher: Dispatcher, receiver: Receiver
+) -> None:
+    ep_id, _ = await endpoint(redis, receiver.url)
+    await EndpointStore(redis).update(ep_id, tenant="a", changes={"enabled": False})
+    await publish(redis)
+    await asyncio.sleep(0.3)
+    assert receiver.requests == []
+
+
+async def test_an_endpoint_created_after_an_event_does_not_get_it(redis: Redis, receiver: Receiver) -> None:
+    old = new_id("msg")
+    await redis.xadd(
+        OUTBOX_STREAM,
+        {"id": old, "type": "execution.success", "tenant": "a", "subject": "s", "flow": "f", "body": "{}"},
+        id=f"{int(time.time() * 1000) - 60_000}-0",
+    )
+    await endpoint(redis, receiver.url)
+    newer = await publish(redis)
+    async with running_dispatcher(redis):  # it reads both entries only now, after the endpoint exists
+        await wait_for(lambda: newer in receiver.ids())
+    assert old not in receiver.ids()
+
+
+async def test_two_dispatchers_share_the_work(redis: Redis, receiver: Receiver) -> None:
+    receiver.default = web_ok_slowly
+    await endpoint(redis, receiver.url)
+    async with running_dispatcher(redis) as one, running_dispatcher(redis) as two:
+        ids = [await publish(redis, subject=f"exec_{i}") for i in range(200)]
+        await wait_for(lambda: set(ids) <= set(receiver.ids()), timeout=30)
+        assert one.sent > 0 and two.sent > 0
+    assert len(receiver.requests) == len(set(receiver.ids()))  # nobody delivered twice
+
+
+async def web_ok_slowly(request: web.Request) -> web.StreamResponse:
+    await asyncio.sleep(0.01)
+    return web.Response(status=200)
