@@ -77,6 +77,26 @@ class Execution(ApiModel, Generic[OutputT]):
     sequence: int = 0
 
 
+class RunEvent(ApiModel, Generic[OutputT]):
+    """One entry of a run's event log (and one SSE event): a snapshot after a transition."""
+
+    id: str
+    type: str
+    timestamp: Timestamp
+    sequence: int
+    data: Execution[OutputT]
+
+
+def execution_model(output_type: type[BaseModel] | None) -> type[Execution[Any]]:
+    """``Execution[output_type]`` (output parsed into that model), or ``Execution[Any]``."""
+    return Execution[output_type] if output_type is not None else Execution[Any]  # type: ignore[valid-type]
+
+
+def event_model(output_type: type[BaseModel] | None) -> type[RunEvent[Any]]:
+    """``RunEvent[output_type]``, or ``RunEvent[Any]``."""
+    return RunEvent[output_type] if output_type is not None else RunEvent[Any]  # type: ignore[valid-type]
+
+
 class RunWebhook(ApiModel):
     """A one-run webhook given at creation, signed with the tenant's default secret."""
 

@@ -139,6 +139,8 @@ async def running_worker(
     """An in-process worker running until the block ends."""
     worker = build_worker(settings, registry, handle_signals=False, **overrides)
     task = asyncio.get_running_loop().create_task(worker.main())
+    # Cancelling arq while it still creates its pool would abandon an unclosed Redis client.
+    await wait_for(lambda: "runner" in worker.ctx or task.done(), timeout=10)
     try:
         yield worker
     finally:
