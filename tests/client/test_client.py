@@ -24,13 +24,13 @@ from orchestrator.client import (
     ServiceUnavailableError,
     TimeoutError,
     ValidationError,
+    _sync,
 )
-from orchestrator.client import _sync
 from orchestrator.client.flows import AsyncFlows
 from orchestrator.client.runs import AsyncRuns
 from orchestrator.client.webhooks import AsyncWebhooks
 from orchestrator.worker import WakingWorker
-from tests.conftest import KEY_A, ROOT, ServedApp, free_port, wait_for
+from tests.conftest import KEY_A, ROOT, ServedApp, free_port
 
 
 class Text(BaseModel):
