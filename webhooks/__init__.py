@@ -14,14 +14,34 @@ from .signing import Event, WebhookVerificationError, generate_secret, sign, ver
 
 if TYPE_CHECKING:
     from .dispatcher import Dispatcher
+    from .receiver import MemoryStore, Received, Receiver, RedisStore
 
-__all__ = ["Dispatcher", "Event", "WebhookVerificationError", "generate_secret", "sign", "verify"]
+__all__ = [
+    "Dispatcher",
+    "Event",
+    "MemoryStore",
+    "Received",
+    "Receiver",
+    "RedisStore",
+    "WebhookVerificationError",
+    "generate_secret",
+    "sign",
+    "verify",
+]
+_LAZY = {
+    "Dispatcher": "dispatcher",
+    "Receiver": "receiver",
+    "Received": "receiver",
+    "MemoryStore": "receiver",
+    "RedisStore": "receiver",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # The dispatcher pulls in aiohttp and redis; a receiver importing `verify` should not pay for that.
-    if name == "Dispatcher":
-        from .dispatcher import Dispatcher
+    # The dispatcher and the receiver's Redis store pull in aiohttp and redis; a receiver that
+    # only imports `verify` should not pay for that.
+    if name in _LAZY:
+        import importlib
 
-        return Dispatcher
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(name)
