@@ -135,7 +135,6 @@ class Receiver:
             isinstance(data, dict)
             and isinstance(data.get("id"), str)
             and isinstance(data.get("sequence"), int)
-        ):
-            if not await self.store.advance(data["id"], data["sequence"], self.ttl):
-                return Received(event, accepted=False, reason="stale")
+        ) and not await self.store.advance(data["id"], data["sequence"], self.ttl):
+            return Received(event, accepted=False, reason="stale")
         return Received(event, accepted=True)
