@@ -24,6 +24,9 @@ from orchestrator.settings import Settings
 from orchestrator.worker import WakingWorker, build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+# The example flows (invoice_extraction) are served by the test API and workers too.
+sys.path.insert(0, str(EXAMPLES))
 KEY_A = "key-tenant-a"
 KEY_B = "key-tenant-b"
 T = TypeVar("T")
@@ -49,7 +52,7 @@ def make_settings(redis_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "redis_url": redis_url,
         "api_keys": (("tenant-a", KEY_A), ("tenant-b", KEY_B)),
-        "flows": ("tests.flows",),
+        "flows": ("tests.flows", "invoice_extraction"),
         "webhook_allow_private": True,
         "lease_seconds": 2.0,
         "heartbeat_seconds": 0.3,
@@ -175,7 +178,7 @@ async def wait_for(
 def subprocess_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
     env.update(settings.to_env())
-    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(EXAMPLES)])
     return env
 
 

@@ -46,11 +46,17 @@ class _Loop:
             except StopAsyncIteration:
                 return False, None
 
-        while True:
-            more, item = self.run(step())
-            if not more:
-                return
-            yield item  # type: ignore[misc]
+        try:
+            while True:
+                more, item = self.run(step())
+                if not more:
+                    return
+                yield item  # type: ignore[misc]
+        finally:
+            # Leaving the loop early (break) must close the async side too, e.g. an SSE connection.
+            close = getattr(iterator, "aclose", None)
+            if close is not None and self.loop.is_running():
+                self.run(close())
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
