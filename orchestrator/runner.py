@@ -124,7 +124,10 @@ class Runner:
             )
             return await self._finish(ctx, S.failed, error=error, output=ctx.partial)
         finally:
-            self.active.pop(run_id, None)
+            # Only our own entry: a newer attempt of the same run may have registered meanwhile
+            # (this one was lost and is still unwinding), and it must stay tracked.
+            if self.active.get(run_id) is active:
+                del self.active[run_id]
         try:
             output = to_jsonable(flow.output_model.model_validate(result))
         except ValidationError as exc:

@@ -65,3 +65,16 @@ async def too_slow(ctx: RunContext, data: Empty) -> Empty:
     ctx.set_partial({"done": 0})
     await asyncio.sleep(30)
     return data
+
+
+@flow("sticky", input=Sleep, output=Empty, timeout=120)
+async def sticky(ctx: RunContext, data: Sleep) -> Empty:
+    """Attempt 1 hangs and unwinds slowly when stopped; later attempts take `seconds`."""
+    if ctx.attempt == 1:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            await asyncio.sleep(1.0)  # slow cleanup: outlives the start of the next attempt
+            raise
+    await asyncio.sleep(data.seconds)
+    return Empty()

@@ -199,3 +199,24 @@ async def test_last_attempt_lost_ends_worker_lost(redis_url: str, registry: Regi
         done: Execution = await wait_for(ended, timeout=30)
     assert done.status is S.failed and done.error is not None and done.error.code == "worker_lost"
     assert done.output == {"p": 1} and done.attempt == 1
+
+
+async def test_a_lost_attempt_unwinding_does_not_untrack_the_next_one(store: RunStore, settings: Settings,
+                                                                    registry: Registry, redis: Redis) -> None:
+    # Regression: the old attempt's cleanup removed the new attempt from the heartbeat set, so a
+    # healthy attempt 2 was reaped as if its worker had died.
+    async with running_worker(settings, registry):
+        run = await store.create(tenant="a", flow_id="sticky", input_json=json.dumps({"seconds": 5.0}))
+
+        async def started() -> bool:
+            return (await store.get(run.id, tenant="a")).status is S.running
+
+        await wait_for(started)
+        await redis.zadd(keys.LEASES, {run.id: 0})  # attempt 1's lease expires: it is lost
+
+        async def ended() -> Execution | None:
+            got = await store.get(run.id, tenant="a")
+            return got if got.status.terminal else None
+
+        done: Execution = await wait_for(ended, timeout=30)
+    assert done.status is S.success and done.attempt == 2
