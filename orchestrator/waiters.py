@@ -80,6 +80,8 @@ class Waiters:
     def _wake_all(self) -> None:
         for group in self._by_run.values():
             for waiter in group:
+                # Unknown: what happened while we were not listening. Waiters must re-read.
+                waiter.status = None
                 waiter.event.set()
 
     def notify(self, run_id: str, status: str, sequence: int) -> None:

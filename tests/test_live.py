@@ -394,3 +394,23 @@ async def test_terminal_runs_expire_with_their_log_and_index_entries(redis_url: 
     assert removed is not None and removed >= 4  # all, flow, status, flow+status entries of both runs
     assert await redis.zcard(keys.index("a")) == 0
     assert await trim_indexes(redis, retention_seconds=1, now_ms=later) is None  # once a minute
+
+
+async def test_a_resubscribe_makes_waiters_re_read(redis: Redis, settings) -> None:
+    # Regression: after a lost subscription, a waiter that had last heard "running" kept sleeping
+    # through a terminal transition published while nobody listened, until its own timeout.
+    from orchestrator.live import wait_terminal
+    from orchestrator.waiters import Waiters
+    from tests.test_store import make_store
+
+    store = make_store(redis, settings)
+    waiters = Waiters(redis)  # not listening: we play the subscription by hand
+    run = await store.create(tenant="a", flow_id="slow", input_json="{}")
+    waiting = asyncio.ensure_future(wait_terminal(store, waiters, run.id, tenant="a", seconds=30))
+    await wait_for(lambda: len(waiters) == 1)
+    waiters.notify(run.id, "running", 2)
+    await asyncio.sleep(0.05)
+    await store.cancel(run.id, tenant="a")  # published while "disconnected"
+    waiters._wake_all()  # what the listener does after resubscribing
+    _, status = await asyncio.wait_for(waiting, 5)
+    assert status.value == "cancelled"
