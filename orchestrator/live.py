@@ -114,7 +114,7 @@ async def respond_when_terminal(
 def last_event_id(request: Request) -> int:
     """The sequence to resume after: ``Last-Event-ID`` header, or ``?after=`` (0 = from the start)."""
     raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise ValidationFailed(
             "Last-Event-ID must be an event sequence number",
             details={"fields": [{"field": "Last-Event-ID", "message": "not a sequence", "type": "int"}]},

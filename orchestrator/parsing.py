@@ -27,7 +27,7 @@ async def read_body(request: Request, *, max_bytes: int) -> bytes:
     """Read the body, refusing it with 413 as soon as it passes `max_bytes` (never buffering more)."""
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not (declared.isascii() and declared.isdigit()):
             raise InvalidJSON("Content-Length is not a number")
         if int(declared) > max_bytes:
             raise PayloadTooLarge(
@@ -43,13 +43,34 @@ async def read_body(request: Request, *, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+MAX_DEPTH = 64
+
+
+def _depth(document: Any) -> int:
+    """Nesting depth of a decoded JSON document, without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, level)
+            stack.extend((v, level + 1) for v in value if isinstance(v, dict | list))
+    return deepest
+
+
 def parse_json(body: bytes) -> Any:
-    """Decode a UTF-8 JSON document or raise InvalidJSON (never a 500 for odd input)."""
+    """Decode a UTF-8 JSON document or raise InvalidJSON (never a 500 for odd input).
+
+    Documents nested deeper than MAX_DEPTH are refused: deeper ones cannot be serialized again
+    (pydantic and json stop at a few hundred levels), and no real payload needs them.
+    """
     if not body.strip():
         raise InvalidJSON("the body is empty; send a JSON object")
     try:
         text = body.decode("utf-8")
-        return json.loads(text)
+        document = json.loads(text)
     except UnicodeDecodeError as exc:
         raise InvalidJSON("the body is not valid UTF-8", details={"position": exc.start}) from None
     except json.JSONDecodeError as exc:
@@ -58,6 +79,11 @@ def parse_json(body: bytes) -> Any:
         ) from None
     except RecursionError:
         raise InvalidJSON("the body is nested too deeply") from None
+    if _depth(document) > MAX_DEPTH:
+        raise InvalidJSON(
+            f"the body is nested deeper than {MAX_DEPTH} levels", details={"maxDepth": MAX_DEPTH}
+        )
+    return document
 
 
 async def read_json(request: Request, *, max_bytes: int) -> Any:

@@ -154,6 +154,8 @@ BAD_BODIES = [
     (b"", 400, "invalid_json"),
     (b"\xff\xfe{}", 400, "invalid_json"),
     (b"[" * 100_000 + b"]" * 100_000, 400, "invalid_json"),
+    # deep enough to pass json.loads but not pydantic's serializer (regression: was a 500)
+    (b'{"input": {"text": "x"}, "metadata": {"a": ' + b"[" * 300 + b"]" * 300 + b"}}", 400, "invalid_json"),
     (b"[1, 2]", 422, "validation_error"),
     (b'"text"', 422, "validation_error"),
     (b'{"input": {"text": 5}}', 422, "validation_error"),

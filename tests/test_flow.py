@@ -143,6 +143,8 @@ async def test_webhook_api_validates_and_scopes(
         assert resp.status_code == 422, body
         assert resp.json()["error"]["code"] == "validation_error"
     assert (await client.post("/v1/webhooks", content=b"{nope")).status_code == 400
+    for limit in ("²", "0", "101", "x"):  # regression: "²" passed isdigit() and crashed int()
+        assert (await client.get("/v1/webhooks", params={"limit": limit})).status_code == 422
     ok = await client.post(
         "/v1/webhooks",
         json={"url": "https://example.com/a", "events": ["execution.failed"], "flowIds": ["echo"]},

@@ -265,10 +265,11 @@ async def read_stream_until(client: httpx.AsyncClient, run_id: str, count: int) 
     return text
 
 
-async def test_sse_with_a_bad_last_event_id_is_422(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize("value", ["abc", "-1", "²", "1" * 13])
+async def test_sse_with_a_bad_last_event_id_is_422(client: httpx.AsyncClient, value: str) -> None:
     run = await create(client, data={"seconds": 60})
     resp = await client.get(
-        f"/v1/runs/{run['id']}/events", headers={"Accept": "text/event-stream", "Last-Event-ID": "abc"}
+        f"/v1/runs/{run['id']}/events", headers={"Accept": "text/event-stream"}, params={"after": value}
     )
     assert resp.status_code == 422
 

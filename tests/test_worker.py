@@ -201,8 +201,9 @@ async def test_last_attempt_lost_ends_worker_lost(redis_url: str, registry: Regi
     assert done.output == {"p": 1} and done.attempt == 1
 
 
-async def test_a_lost_attempt_unwinding_does_not_untrack_the_next_one(store: RunStore, settings: Settings,
-                                                                    registry: Registry, redis: Redis) -> None:
+async def test_a_lost_attempt_unwinding_does_not_untrack_the_next_one(
+    store: RunStore, settings: Settings, registry: Registry, redis: Redis
+) -> None:
     # Regression: the old attempt's cleanup removed the new attempt from the heartbeat set, so a
     # healthy attempt 2 was reaped as if its worker had died.
     async with running_worker(settings, registry):

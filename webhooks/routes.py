@@ -227,7 +227,7 @@ def _check_secret(secret: str) -> None:
 
 def _limit(request: Request) -> int:
     raw = request.query_params.get("limit") or "20"
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
         raise InvalidEndpoint.field("limit", f"must be an integer from 1 to {MAX_PAGE}", "range")
     return int(raw)
 
