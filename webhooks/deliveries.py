@@ -74,6 +74,8 @@ class DeliveryStore:
         self._take = redis.register_script(scripts.TAKE)
         self._record = redis.register_script(scripts.RECORD)
         self._requeue = redis.register_script(scripts.REQUEUE)
+        self._postpone = redis.register_script(scripts.POSTPONE)
+        self._release = redis.register_script(scripts.RELEASE)
 
     async def save_messages(self, messages: Sequence[Message]) -> None:
         """Keep message bodies for as long as a failed delivery of them may be retried."""
@@ -122,6 +124,7 @@ class DeliveryStore:
                         keys.DUE_ENDPOINTS,
                         keys.listing(ep_id),
                         keys.listing(ep_id, status),
+                        keys.endpoint(ep_id),
                     ],
                     args=[
                         dlv,
@@ -192,12 +195,22 @@ class DeliveryStore:
             keys.listing(ep, S.pending),
             keys.listing(ep, S.succeeded),
             keys.listing(ep, S.failed),
+            keys.message(dlv.message_id),
         ]
 
     async def record(
-        self, dlv: Delivery, attempt: Attempt, *, status: DeliveryStatus, next_ms: int | None
+        self,
+        dlv: Delivery,
+        attempt: Attempt,
+        *,
+        status: DeliveryStatus,
+        next_ms: int | None,
+        sent: bool = True,
     ) -> bool:
-        """Log `attempt` and move the delivery to `status` (pending: due again at `next_ms`)."""
+        """Log `attempt` and move the delivery to `status` (pending: due again at `next_ms`).
+
+        `sent=False` logs a note without counting an attempt (nothing went on the wire).
+        """
         ttl = self.delivered_ttl_ms if status is S.succeeded else self.failed_ttl_ms
         done = await self._record(
             keys=self._row_keys(dlv),
@@ -210,9 +223,29 @@ class DeliveryStore:
                 ttl,
                 dlv.endpoint_id,
                 MAX_LOG,
+                "1" if sent else "0",
             ],
         )
         return bool(done)
+
+    async def postpone(self, dlv: Delivery, *, until_ms: int) -> None:
+        """Park a pending delivery until `until_ms` without an attempt."""
+        await self._postpone(
+            keys=[keys.due(dlv.endpoint_id), keys.DUE_ENDPOINTS], args=[dlv.id, until_ms, dlv.endpoint_id]
+        )
+
+    async def release(self, endpoint_id: str, *, now_ms: int) -> int:
+        """Make every parked delivery of the endpoint due now; return how many."""
+        return int(
+            await self._release(keys=[keys.due(endpoint_id), keys.DUE_ENDPOINTS], args=[now_ms, endpoint_id])
+        )
+
+    async def drop(self, dlv: Delivery) -> None:
+        """Forget a delivery whose endpoint was deleted."""
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.delete(keys.delivery(dlv.id), keys.delivery_log(dlv.id))
+            tx.zrem(keys.due(dlv.endpoint_id), dlv.id)
+            await tx.execute()
 
     async def requeue(self, message_id: str, endpoint_id: str, *, now_ms: int) -> bool:
         """Send a delivery again now (same message, same webhook-id), with a fresh retry schedule."""

@@ -178,7 +178,8 @@ class Dispatcher:
         tenants = {m.tenant for m, _, _ in messages}
         endpoints = {t: await self.endpoints.for_tenant(t) for t in tenants}
         pending: list[tuple[str, str, int, str, str]] = []
-        disabled: list[tuple[str, str, int, str, str]] = []
+        parked: list[tuple[str, str, int, str, str]] = []
+        gone: list[tuple[str, str, int, str, str]] = []
         keep: dict[str, Message] = {}
         for message, flow, hook in messages:
             for endpoint in endpoints[message.tenant]:
@@ -196,7 +197,12 @@ class Dispatcher:
                 if not await self._passes_gate(endpoint.id, message):
                     continue
                 row = (message.id, endpoint.id, message.created_ms, message.tenant, "")
-                (pending if endpoint.enabled else disabled).append(row)
+                if endpoint.enabled:
+                    pending.append(row)
+                elif endpoint.disabled_reason == "failing":
+                    parked.append(row)  # waits for the endpoint to heal
+                else:
+                    gone.append(row)
                 keep[message.id] = message
             if hook is not None and message.type in (hook.get("events") or self.default_events):
                 hook_id = keys.hook_endpoint_id(message.subject)
@@ -208,7 +214,8 @@ class Dispatcher:
         await self.deliveries.save_messages(list(keep.values()))
         now = self.clock()
         created = await self.deliveries.schedule(pending, due_ms=now)
-        await self.deliveries.schedule(disabled, due_ms=now, status=S.failed, note="endpoint disabled")
+        await self.deliveries.schedule(parked, due_ms=now + int(self.settings.probe_schedule[0] * 1000))
+        await self.deliveries.schedule(gone, due_ms=now, status=S.failed, note="endpoint gone (410)")
         await self.redis.xack(OUTBOX_STREAM, self.settings.group, *[e[0] for e in entries])
         if created:
             self._wake.set()
@@ -232,7 +239,7 @@ class Dispatcher:
             free_global = self.settings.max_in_flight - self._total
             if free_global <= 0:
                 break
-            free = self.settings.per_endpoint_in_flight - self._in_flight[endpoint_id]
+            free = self.settings.per_endpoint_in_flight - self._in_flight.get(endpoint_id, 0)
             if free <= 0:
                 continue  # this endpoint is saturated: its backlog waits in Redis, others go on
             claim_until = now + int(self.settings.claim_seconds * 1000)
@@ -279,9 +286,7 @@ class Dispatcher:
     async def _attempt_unguarded(self, dlv: Delivery) -> None:
         message = await self.deliveries.message(dlv.message_id)
         if message is None:
-            await self._record(
-                dlv, Attempt(at=from_ms(self.clock()), duration_ms=0, error="message expired"), S.failed
-            )
+            await self._note(dlv, "message expired")
             return
         endpoint: Endpoint | None = None
         if dlv.url:
@@ -291,13 +296,16 @@ class Dispatcher:
             try:
                 endpoint = await self.endpoints.get(dlv.endpoint_id)
             except EndpointNotFound:
-                await self.redis.zrem(keys.due(dlv.endpoint_id), dlv.id)
+                await self.deliveries.drop(dlv)
                 return
             if not endpoint.enabled:
-                note = f"endpoint disabled ({endpoint.disabled_reason or 'by hand'})"
-                await self._record(
-                    dlv, Attempt(at=from_ms(self.clock()), duration_ms=0, error=note), S.failed
-                )
+                if endpoint.disabled_reason == "failing":
+                    # Parked until the endpoint heals (a probe succeeds); no attempt is spent.
+                    probe_at = await self.redis.zscore(keys.PROBES, endpoint.id)
+                    until = int(probe_at) if probe_at else self.clock() + 60_000
+                    await self.deliveries.postpone(dlv, until_ms=max(until, self.clock() + 1000))
+                else:
+                    await self._note(dlv, f"endpoint disabled ({endpoint.disabled_reason or 'by hand'})")
                 return
             url = endpoint.url
             secrets = endpoint.signing_secrets(self.clock())
@@ -348,6 +356,11 @@ class Dispatcher:
         self, dlv: Delivery, attempt: Attempt, status: DeliveryStatus, next_ms: int | None = None
     ) -> None:
         await self.deliveries.record(dlv, attempt, status=status, next_ms=next_ms)
+
+    async def _note(self, dlv: Delivery, why: str) -> None:
+        """Fail a delivery that could not be sent at all; logged, but not counted as an attempt."""
+        note = Attempt(at=from_ms(self.clock()), duration_ms=0, error=why)
+        await self.deliveries.record(dlv, note, status=S.failed, next_ms=None, sent=False)
 
     # ----- maintenance -------------------------------------------------------------------------
 
@@ -408,12 +421,18 @@ class Dispatcher:
                 endpoint.url, message_id=message.id, body=message.body, secrets=endpoint.signing_secrets(now)
             )
             if result.status is not None and 200 <= result.status < 300:
-                disabled_at = await self.endpoints.heal(endpoint_id)
-                replayed = await self.deliveries.recover(endpoint_id, disabled_at or 0, now_ms=self.clock())
-                logger.warning("endpoint %s healed; %d failed messages replayed", endpoint_id, replayed)
+                failing_since = await self.endpoints.heal(endpoint_id)
+                released = await self.deliveries.release(endpoint_id, now_ms=self.clock())
+                replayed = await self.deliveries.recover(endpoint_id, failing_since or 0, now_ms=self.clock())
+                logger.warning(
+                    "endpoint %s healed: %d parked and %d failed messages sent again",
+                    endpoint_id,
+                    released,
+                    replayed,
+                )
                 self._wake.set()
                 continue
-            tries = int(await self.redis.hincrby(keys.endpoint(endpoint_id), "probes", 1))
+            tries = await self.endpoints.count_probe(endpoint_id)
             delay = self.settings.probe_schedule[min(tries, len(self.settings.probe_schedule) - 1)]
             await self.redis.zadd(keys.PROBES, {endpoint_id: now + int(delay * 1000)})
 

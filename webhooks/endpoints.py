@@ -10,7 +10,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from . import keys
+from . import keys, scripts
 from .errors import EndpointNotFound
 from .ids import is_valid, new_id
 from .models import DeliveryStatus, Endpoint
@@ -28,15 +28,14 @@ def _to_hash(values: dict[str, Any]) -> dict[str, str]:
     return {k: json.dumps(v) for k, v in values.items() if v is not None}
 
 
-async def _write(redis: Redis, key: str, values: dict[str, Any]) -> None:
-    """Set the fields of `values`; a None value removes its field (so HSETNX sees it as unset)."""
+async def _write(redis: Redis, key: str, values: dict[str, Any]) -> bool:
+    """Set the fields of `values` (None removes a field) if the endpoint still exists."""
+    pairs = _to_hash(values)
     cleared = [k for k, v in values.items() if v is None]
-    async with redis.pipeline(transaction=True) as tx:
-        if len(cleared) < len(values):
-            tx.hset(key, mapping=_to_hash(values))
-        if cleared:
-            tx.hdel(key, *cleared)
-        await tx.execute()
+    args: list[str] = [str(len(pairs))]
+    for field, value in pairs.items():
+        args += [field, value]
+    return bool(await redis.eval(scripts.ENDPOINT_WRITE, 1, key, *args, *cleared))
 
 
 def _from_hash(raw: dict[bytes, bytes]) -> Endpoint:
@@ -98,7 +97,7 @@ class EndpointStore:
         if not is_valid(endpoint_id, "wh"):
             raise EndpointNotFound(f"no endpoint {endpoint_id}")
         raw = await self.redis.hgetall(keys.endpoint(endpoint_id))
-        if not raw:
+        if b"id" not in raw or b"tenant" not in raw:  # missing, or a remnant of a racing write
             raise EndpointNotFound(f"no endpoint {endpoint_id}")
         endpoint = _from_hash(raw)
         if tenant is not None and endpoint.tenant != tenant:
@@ -111,7 +110,7 @@ class EndpointStore:
             for eid in endpoint_ids:
                 pipe.hgetall(keys.endpoint(eid))
             rows = await pipe.execute()
-        return {eid: _from_hash(raw) for eid, raw in zip(endpoint_ids, rows, strict=True) if raw}
+        return {eid: _from_hash(raw) for eid, raw in zip(endpoint_ids, rows, strict=True) if b"id" in raw}
 
     async def for_tenant(self, tenant: str) -> list[Endpoint]:
         """Every endpoint of `tenant`, oldest first."""
@@ -136,9 +135,11 @@ class EndpointStore:
         """Change some fields of the tenant's endpoint."""
         await self.get(endpoint_id, tenant=tenant)
         changes = {**changes, "updated_at": datetime.now(UTC)}
-        if changes.get("enabled") is True:
-            # Enabling by hand clears the automatic disable and its health record.
-            changes.update(disabled_reason=None, disabled_at=None, failing_since=None)
+        if "enabled" in changes:
+            # A decision by hand replaces any automatic one: no more probes, no automatic healing.
+            changes.update(disabled_reason=None, disabled_at=None)
+            if changes["enabled"]:
+                changes["failing_since"] = None
             await self.redis.zrem(keys.PROBES, endpoint_id)
         dumped = Endpoint.model_construct(**changes).model_dump(mode="json", include=set(changes))
         await _write(self.redis, keys.endpoint(endpoint_id), dumped)
@@ -182,37 +183,44 @@ class EndpointStore:
         return str(raw.decode())
 
     async def mark_failure(self, endpoint_id: str, at_ms: int) -> int | None:
-        """Note a failed attempt; return since when the endpoint has been failing."""
-        key = keys.endpoint(endpoint_id)
-        async with self.redis.pipeline(transaction=True) as tx:
-            tx.hsetnx(key, "failing_since", json.dumps(at_ms))
-            tx.hget(key, "failing_since")
-            _, since = await tx.execute()
+        """Note a failed attempt; return since when the endpoint has been failing (None: it is gone)."""
+        since = await self.redis.eval(scripts.MARK_FAILURE, 1, keys.endpoint(endpoint_id), json.dumps(at_ms))
         value = json.loads(since) if since else None
         return int(value) if value is not None else None
 
     async def mark_success(self, endpoint_id: str) -> None:
         """A 2xx: the endpoint is healthy again."""
-        await self.redis.hdel(keys.endpoint(endpoint_id), "failing_since")
+        await _write(self.redis, keys.endpoint(endpoint_id), {"failing_since": None})
 
     async def disable(self, endpoint_id: str, *, reason: str, probe_at_ms: int | None) -> None:
         """Disable the endpoint; with `probe_at_ms` it will be probed and healed automatically."""
-        at = now_ms()
-        await _write(
-            self.redis,
-            keys.endpoint(endpoint_id),
-            {"enabled": False, "disabled_reason": reason, "disabled_at": at},
-        )
-        if probe_at_ms is not None:
+        values = {"enabled": False, "disabled_reason": reason, "disabled_at": now_ms()}
+        if await _write(self.redis, keys.endpoint(endpoint_id), values) and probe_at_ms is not None:
             await self.redis.zadd(keys.PROBES, {endpoint_id: probe_at_ms})
 
+    async def count_probe(self, endpoint_id: str) -> int:
+        """Count one more unanswered probe of a disabled endpoint; return how many so far."""
+        raw = await self.redis.hget(keys.endpoint(endpoint_id), "probes")
+        tries = int(json.loads(raw)) + 1 if raw else 1
+        await _write(self.redis, keys.endpoint(endpoint_id), {"probes": tries})
+        return tries
+
     async def heal(self, endpoint_id: str) -> int | None:
-        """Re-enable an automatically disabled endpoint; return when it had been disabled."""
-        raw = await self.redis.hget(keys.endpoint(endpoint_id), "disabled_at")
+        """Re-enable an automatically disabled endpoint; return since when it had been failing."""
+        since, disabled_at = await self.redis.hmget(
+            keys.endpoint(endpoint_id), ("failing_since", "disabled_at")
+        )
+        raw = since or disabled_at
         await _write(
             self.redis,
             keys.endpoint(endpoint_id),
-            {"enabled": True, "disabled_reason": None, "disabled_at": None, "failing_since": None},
+            {
+                "enabled": True,
+                "disabled_reason": None,
+                "disabled_at": None,
+                "failing_since": None,
+                "probes": None,
+            },
         )
         await self.redis.zrem(keys.PROBES, endpoint_id)
         value = json.loads(raw) if raw else None

@@ -18,14 +18,15 @@ local function reindex(due_key, due_index, ep)
 end
 """
 
-# Create a delivery unless it exists. KEYS: 1 delivery, 2 endpoint due queue, 3 due index,
-# 4 listing (all), 5 listing of the initial status.
+# Create a delivery unless it exists (or its endpoint was deleted meanwhile). KEYS: 1 delivery,
+# 2 endpoint due queue, 3 due index, 4 listing (all), 5 listing of the initial status, 6 endpoint hash.
 # ARGV: 1 delivery id, 2 message id, 3 endpoint id, 4 created ms, 5 due ms, 6 tenant, 7 url ('' = the
 # endpoint's), 8 status ('pending' | 'failed'), 9 ttl ms for a delivery created failed, 10 note.
 SCHEDULE = (
     _REINDEX
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if listed(ARGV[3]) and redis.call('HEXISTS', KEYS[6], 'id') == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'msg', ARGV[2], 'ep', ARGV[3], 'status', ARGV[8], 'attempts', 0, 'base', 0,
   'created', ARGV[4], 'tenant', ARGV[6], 'url', ARGV[7], 'note', ARGV[10])
 if listed(ARGV[3]) then
@@ -58,9 +59,9 @@ return ids
 )
 
 # Record one attempt and the decision. KEYS: 1 delivery, 2 log, 3 due queue, 4 due index,
-# 5 listing pending, 6 listing succeeded, 7 listing failed.
+# 5 listing pending, 6 listing succeeded, 7 listing failed, 8 message.
 # ARGV: 1 delivery id, 2 message id, 3 attempt JSON, 4 new status, 5 next due ms (retry) or '',
-# 6 ttl ms (terminal), 7 endpoint id, 8 max log entries.
+# 6 ttl ms (terminal), 7 endpoint id, 8 max log entries, 9 '1' if a request was really sent.
 # Returns 0 if the delivery is gone, else 1.
 RECORD = (
     _REINDEX
@@ -68,7 +69,7 @@ RECORD = (
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[8]), -1)
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if ARGV[9] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
 local current = redis.call('HGET', KEYS[1], 'status')
 if current == 'succeeded' then
   -- a duplicate send after a claim expired: the earlier success stands
@@ -92,6 +93,8 @@ else
   end
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
   redis.call('PEXPIRE', KEYS[2], ARGV[6])
+  -- the body must outlive the row, or a later retry/recover would find nothing to send
+  if redis.call('PTTL', KEYS[8]) < tonumber(ARGV[6]) then redis.call('PEXPIRE', KEYS[8], ARGV[6]) end
 end
 reindex(KEYS[3], KEYS[4], ARGV[7])
 return 1
@@ -119,3 +122,51 @@ reindex(KEYS[3], KEYS[4], ARGV[4])
 return 1
 """
 )
+
+# Park a pending delivery until `until` without an attempt (its endpoint is disabled for now).
+# KEYS: 1 due queue, 2 due index. ARGV: 1 delivery id, 2 until ms, 3 endpoint id.
+POSTPONE = (
+    _REINDEX
+    + """
+redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
+reindex(KEYS[1], KEYS[2], ARGV[3])
+return 1
+"""
+)
+
+# Make every parked delivery of an endpoint due now (it healed). KEYS: 1 due queue, 2 due index.
+# ARGV: 1 now ms, 2 endpoint id. Returns how many.
+RELEASE = (
+    _REINDEX
+    + """
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, id in ipairs(ids) do
+  redis.call('ZADD', KEYS[1], ARGV[1], id)
+end
+reindex(KEYS[1], KEYS[2], ARGV[2])
+return #ids
+"""
+)
+
+# Write fields of an endpoint hash only while the endpoint exists (a write racing a delete
+# must not recreate a partial hash). KEYS: 1 endpoint. ARGV: n, then n field/value pairs, then
+# the fields to delete. Returns 0 if the endpoint is gone.
+ENDPOINT_WRITE = """
+if redis.call('HEXISTS', KEYS[1], 'id') == 0 then return 0 end
+local n = tonumber(ARGV[1])
+for i = 2, 2 * n, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+for i = 2 * n + 2, #ARGV do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+end
+return 1
+"""
+
+# Note a failure: set failing_since unless set; return it (nil if the endpoint is gone).
+# KEYS: 1 endpoint. ARGV: 1 now ms (JSON).
+MARK_FAILURE = """
+if redis.call('HEXISTS', KEYS[1], 'id') == 0 then return false end
+redis.call('HSETNX', KEYS[1], 'failing_since', ARGV[1])
+return redis.call('HGET', KEYS[1], 'failing_since')
+"""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from datetime import UTC, datetime
 
 import standardwebhooks.webhooks as standard
 import svix.webhooks as svix_webhooks
@@ -385,3 +386,99 @@ async def test_two_dispatchers_share_the_work(redis: Redis, receiver: Receiver) 
 async def web_ok_slowly(request: web.Request) -> web.StreamResponse:
     await asyncio.sleep(0.01)
     return web.Response(status=200)
+
+
+async def test_a_heal_sends_the_backlog_that_waited_while_disabled(redis: Redis, receiver: Receiver) -> None:
+    # Regression: deliveries that came due while the endpoint was disabled were failed for good and
+    # the heal replayed only messages created after the disable.
+    settings = FAST.__class__(**{**FAST.__dict__, "disable_after_seconds": 0.0, "probe_schedule": (1.0,)})
+    receiver.script = [500]
+    ep_id, _ = await endpoint(redis, receiver.url)
+    async with running_dispatcher(redis, settings):
+        first = await publish(redis)
+        await wait_for(lambda: receiver.ids() == [first])
+        await wait_for(lambda: receiver.ids().count(first) == 2, timeout=15)  # after the heal
+    store = deliveries_of(redis)
+    page, _ = await store.page(ep_id, status=None, limit=5, cursor=None)
+    assert page[0].status is DeliveryStatus.succeeded
+    assert [a.status_code for a in page[0].attempts] == [500, 200]  # parking cost no attempt
+
+
+async def test_writes_racing_a_delete_do_not_resurrect_the_endpoint(redis: Redis) -> None:
+    # Regression: a failure recorded after a delete recreated a partial hash that made GET answer 500.
+    store = EndpointStore(redis)
+    ep_id, _ = await endpoint(redis, "http://127.0.0.1:9/x")
+    await store.delete(ep_id, tenant="a")
+    assert await store.mark_failure(ep_id, 1) is None
+    await store.disable(ep_id, reason="failing", probe_at_ms=1)
+    await store.mark_success(ep_id)
+    assert await redis.exists(keys.endpoint(ep_id)) == 0
+    assert await redis.zscore(keys.PROBES, ep_id) is None
+    created = await deliveries_of(redis).schedule([(new_id("msg"), ep_id, 1, "a", "")], due_ms=1)
+    assert created == 0 and await redis.zcard(keys.due(ep_id)) == 0
+
+
+async def test_disabling_by_hand_stops_automatic_healing(redis: Redis, receiver: Receiver) -> None:
+    # Regression: PATCH enabled=false on an automatically disabled endpoint was undone by the prober.
+    store = EndpointStore(redis)
+    ep_id, _ = await endpoint(redis, receiver.url)
+    await store.disable(ep_id, reason="failing", probe_at_ms=0)
+    await store.update(ep_id, tenant="a", changes={"enabled": False})
+    async with running_dispatcher(redis):
+        await asyncio.sleep(2.5)  # a maintenance round (every 2 s) would have probed and healed it
+    ep = await store.get(ep_id)
+    assert not ep.enabled and ep.disabled_reason is None and receiver.requests == []
+
+
+async def test_a_failed_delivery_keeps_its_message_body_as_long_as_itself(redis: Redis) -> None:
+    # Regression: the body expired (14 days from creation) before the failed row (14 days from failure).
+    store = DeliveryStore(redis, failed_ttl_ms=60_000, delivered_ttl_ms=60_000)
+    ep_id, _ = await endpoint(redis, "http://127.0.0.1:9/x")
+    from webhooks.deliveries import Message
+
+    msg = Message(new_id("msg"), "execution.success", "a", "exec_1", "{}", 1)
+    await store.save_messages([msg])
+    await redis.pexpire(keys.message(msg.id), 1000)
+    await store.schedule([(msg.id, ep_id, 1, "a", "")], due_ms=0)
+    [dlv] = await store.take(ep_id, now_ms=10, n=1, claim_until_ms=20)
+    from webhooks.models import Attempt
+
+    await store.record(
+        dlv,
+        Attempt(at=datetime.now(UTC), duration_ms=1, status_code=500),
+        status=DeliveryStatus.failed,
+        next_ms=None,
+    )
+    assert await redis.pttl(keys.message(msg.id)) > 50_000
+
+
+async def test_dispatchers_keep_no_state_for_endpoints_they_are_done_with(
+    redis: Redis, receiver: Receiver
+) -> None:
+    # Regression: looking at a busy endpoint left an in-flight counter behind for every endpoint seen.
+    async with running_dispatcher(redis) as one, running_dispatcher(redis) as two:
+        ids = [await publish(redis, subject=f"exec_{i}", hook={"url": receiver.url}) for i in range(50)]
+        await wait_for(lambda: set(ids) <= set(receiver.ids()), timeout=20)
+        await wait_for(lambda: not one._in_flight and not two._in_flight, timeout=5)
+
+
+async def test_a_note_for_an_unsendable_delivery_is_not_an_attempt(redis: Redis, receiver: Receiver) -> None:
+    ep_id, _ = await endpoint(redis, receiver.url)
+    store = deliveries_of(redis)
+    msg_id = await publish(redis)
+    from webhooks.deliveries import Message
+
+    await store.save_messages([Message(msg_id, "execution.success", "a", "exec_1", "{}", 1)])
+    await store.schedule([(msg_id, ep_id, 1, "a", "")], due_ms=0)
+    await EndpointStore(redis).update(ep_id, tenant="a", changes={"enabled": False})
+    async with running_dispatcher(redis):
+
+        async def failed() -> bool:
+            page, _ = await store.page(ep_id, status=DeliveryStatus.failed, limit=1, cursor=None)
+            return bool(page)
+
+        await wait_for(failed)
+    [view], _ = await store.page(ep_id, status=None, limit=1, cursor=None)
+    assert view.attempts[0].error == "endpoint disabled (by hand)" and view.attempts[0].status_code is None
+    assert await redis.hget(keys.delivery(keys.delivery_id(msg_id, ep_id)), "attempts") == b"0"
+    assert receiver.requests == []
