@@ -79,6 +79,9 @@ async def demo(port: int, seconds: float) -> None:
             execution = await client.flows.run("invoice-extraction", INPUT)
             print(f"started {execution.id}; deliveries as they arrive:", flush=True)
             await asyncio.wait_for(done.wait(), seconds)
+            await asyncio.sleep(
+                0.5
+            )  # deliveries are not ordered: let late, older states arrive (and be dropped)
         finally:
             server.should_exit = True
             await serving

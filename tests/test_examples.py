@@ -70,11 +70,9 @@ async def test_the_webhook_receiver_example_gets_verified_deliveries(
             api_server, str(EXAMPLES / "webhook_receiver.py"), "--demo", "--timeout", "60"
         )
     lines = [line for line in out.splitlines() if "webhook-id=msg_" in line]
-    # Deliveries of different messages may overtake each other; receivers order them by data.sequence.
-    assert sorted(line.split()[0] for line in lines) == [
-        "execution.queued",
-        "execution.running",
-        "execution.success",
-    ]
-    assert all("verified accepted" in line for line in lines)
+    # Deliveries of different messages may overtake each other: a late, older state is dropped as stale.
+    seen = {line.split()[0]: line for line in lines}
+    assert "verified accepted" in seen["execution.success"]
+    assert set(seen) <= {"execution.queued", "execution.running", "execution.success"}
+    assert all("verified accepted" in line or "dropped (stale)" in line for line in lines)
     assert "INV-2026-001" in out
