@@ -40,7 +40,7 @@ pytest: redis
 test: lint typecheck pytest
 
 dev: redis
-	$(BIN)/orchestrator dev
+	$(BIN)/orchestrator dev --demo
 
 
 clean:

@@ -130,12 +130,16 @@ def keys_create(ctx: click.Context, tenant: str) -> None:
     default=None,
     help="Keep the embedded Redis data (AOF) here between runs.",
 )
+@click.option("--demo", is_flag=True, help="Also subscribe a local receiver and run the invoice example.")
 @click.pass_context
-def dev(ctx: click.Context, port: int, flows: str | None, data_dir: Path | None) -> None:
-    """Run everything on this machine: Redis (embedded unless ORCH_REDIS_URL), API, worker."""
+def dev(ctx: click.Context, port: int, flows: str | None, data_dir: Path | None, demo: bool) -> None:
+    """Run everything on this machine: Redis (embedded unless ORCH_REDIS_URL), API, worker, dispatcher."""
     from .devmode import run_dev
 
-    sys.exit(run_dev(_settings(ctx), port=port, flows=flows, data_dir=data_dir, environ=dict(os.environ)))
+    code = run_dev(
+        _settings(ctx), port=port, flows=flows, data_dir=data_dir, environ=dict(os.environ), demo=demo
+    )
+    sys.exit(code)
 
 
 @main.command()
@@ -170,3 +174,14 @@ def dispatcher(ctx: click.Context) -> None:
             await redis.aclose()
 
     uvloop.run(run())
+
+
+def _register_client_commands() -> None:
+    from .commands import run, runs, webhooks_group
+
+    main.add_command(run)
+    main.add_command(runs)
+    main.add_command(webhooks_group)
+
+
+_register_client_commands()

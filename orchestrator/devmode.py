@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import signal
+import sys
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -35,7 +36,13 @@ def _wait_ready(url: str, children: Children, timeout: float = 30.0) -> bool:
 
 
 def run_dev(
-    settings: Settings, *, port: int, flows: str | None, data_dir: Path | None, environ: Mapping[str, str]
+    settings: Settings,
+    *,
+    port: int,
+    flows: str | None,
+    data_dir: Path | None,
+    environ: Mapping[str, str],
+    demo: bool = False,
 ) -> int:
     """Start the stack, print how to use it, and supervise it until Ctrl-C; return the exit code."""
     redis: EmbeddedRedis | None = None
@@ -83,8 +90,16 @@ def run_dev(
             f'-H \'content-type: application/json\' -d "{{\\"input\\": $(cat examples/invoice.json)}}"\n'
             "\n  Ctrl-C stops everything.\n"
         )
+        if demo:
+            demo_env = {**env, "ORCH_BASE_URL": url, "ORCH_API_KEY": key}
+            click.echo("  demo: a local receiver subscribes, an invoice is extracted, deliveries arrive:\n")
+            children.start(
+                "demo", [sys.executable, str(EXAMPLES / "webhook_receiver.py"), "--demo"], env=demo_env
+            )
         while not stopping:
-            dead = children.exited()
+            dead = {
+                name: code for name, code in children.exited().items() if not (name == "demo" and code == 0)
+            }
             if dead:
                 click.echo(f"error: a process ended unexpectedly: {dead}; stopping", err=True)
                 return 1

@@ -14,6 +14,7 @@ from webhooks.ssrf import UnsafeURL, check_url
 
 from . import events
 from .auth import KeyRing
+from .delivery_report import run_deliveries
 from .errors import FlowNotFound, RunNotFound, Unauthorized, Unavailable, ValidationFailed
 from .idempotency import Claim, check_key, claim, fingerprint
 from .live import prefer_wait, respond_when_terminal, run_events, wait_seconds
@@ -260,6 +261,12 @@ async def list_events(request: Request) -> Response:
     return await run_events(request, _run_id(request), tenant=tenant)
 
 
+async def run_deliveries_route(request: Request) -> Response:
+    """``GET /v1/runs/{id}/deliveries``: each endpoint, each event: its delivery, or why there is none."""
+    tenant = await authenticate(request)
+    return await run_deliveries(request, _run_id(request), tenant=tenant)
+
+
 async def cancel_run(request: Request) -> Response:
     """``POST /v1/runs/{id}/cancel``: queued or running -> cancelled; terminal -> 409."""
     tenant = await authenticate(request)
@@ -278,5 +285,6 @@ ROUTES = [
     Route("/v1/runs/{run_id}", get_run, methods=["GET"]),
     Route("/v1/runs/{run_id}/wait", wait_run, methods=["GET"]),
     Route("/v1/runs/{run_id}/events", list_events, methods=["GET"]),
+    Route("/v1/runs/{run_id}/deliveries", run_deliveries_route, methods=["GET"]),
     Route("/v1/runs/{run_id}/cancel", cancel_run, methods=["POST"]),
 ]

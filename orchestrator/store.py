@@ -148,12 +148,12 @@ class RunStore:
         self, run_id: str, *, tenant: str, after: int = 0
     ) -> tuple[list[bytes], ExecutionStatus]:
         """The run's event log entries with sequence > `after` (entry n has sequence n + 1)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.run(run_id), ("tenant", "status"))
-            pipe.lrange(keys.run_events(run_id), after, -1)
-            (owner, status), entries = await pipe.execute()
+        # Two plain commands, not a pipeline: an SSE stream is cancelled whenever its client
+        # leaves, and redis-py leaks the connection of a pipeline cancelled mid-flight.
+        owner, status = await self.redis.hmget(keys.run(run_id), ("tenant", "status"))
         if owner is None or owner.decode() != tenant:
             raise RunNotFound(f"no execution {run_id}")
+        entries = await self.redis.lrange(keys.run_events(run_id), after, -1)
         return [bytes(e) for e in entries], ExecutionStatus(status.decode())
 
     async def page(

@@ -75,15 +75,17 @@ class WakingWorker(Worker):
                 await asyncio.wait_for(self.wake.wait(), self.poll_delay_s)
 
 
-async def _every(seconds: float, what: str, action: Callable[[], Awaitable[object]]) -> None:
-    while True:
+async def _every(
+    seconds: float, what: str, action: Callable[[], Awaitable[object]], stop: asyncio.Event
+) -> None:
+    """Run `action` every `seconds` until `stop` is set; it is never interrupted half-way."""
+    while not stop.is_set():
         try:
             await action()
-        except asyncio.CancelledError:
-            raise
         except Exception:
             logger.warning("%s failed; retrying in %.1fs", what, seconds, exc_info=True)
-        await asyncio.sleep(seconds)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
 
 
 async def _listen(pool: ArqRedis, runner: Runner, wake: asyncio.Event) -> None:
@@ -118,6 +120,7 @@ def build_worker(
 ) -> WakingWorker:
     """Build a worker serving `registry` with the tuning in `settings`."""
     tasks: list[asyncio.Task[None]] = []
+    stop = asyncio.Event()
     worker: WakingWorker
 
     async def startup(ctx: dict[str, Any]) -> None:
@@ -134,16 +137,24 @@ def build_worker(
         ctx["store"] = store
         loop = asyncio.get_running_loop()
         tasks.append(loop.create_task(_listen(pool, runner, worker.wake)))
-        tasks.append(loop.create_task(_every(settings.heartbeat_seconds, "heartbeat", runner.heartbeat)))
+        tasks.append(
+            loop.create_task(_every(settings.heartbeat_seconds, "heartbeat", runner.heartbeat, stop))
+        )
 
         async def sweep_once() -> None:
             await sweep(store, pool, max_attempts=settings.max_attempts, queue_name=settings.queue_name)
             await trim_indexes(pool, retention_seconds=settings.run_retention_seconds)
 
-        tasks.append(loop.create_task(_every(settings.sweep_seconds, "sweep", sweep_once)))
+        tasks.append(loop.create_task(_every(settings.sweep_seconds, "sweep", sweep_once, stop)))
 
     async def shutdown(ctx: dict[str, Any]) -> None:
-        for task in tasks:
+        # Let the loops finish what they are doing (a half-run Redis pipeline leaks its
+        # connection), then cancel whatever is still waiting (the subscription).
+        stop.set()
+        listener, loops = tasks[0], tasks[1:]
+        listener.cancel()
+        _, late = await asyncio.wait(loops, timeout=5.0) if loops else (set(), set())
+        for task in late:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         tasks.clear()

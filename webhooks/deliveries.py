@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -276,6 +277,30 @@ class DeliveryStore:
         floor = id_floor("msg", since_ms)
         ids = await self.redis.zrangebylex(keys.listing(endpoint_id, S.failed), f"[{floor}", "+")
         return [i.decode() for i in ids]
+
+    async def rows(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+        """State of the deliveries of (message id, endpoint id) pairs that exist: status, next, attempts."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for msg_id, ep_id in pairs:
+                dlv = keys.delivery_id(msg_id, ep_id)
+                pipe.hgetall(keys.delivery(dlv))
+                pipe.lrange(keys.delivery_log(dlv), 0, -1)
+            rows = await pipe.execute()
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        for i, pair in enumerate(pairs):
+            raw, log = rows[2 * i], rows[2 * i + 1]
+            if not raw:
+                continue
+            d = {k.decode(): v.decode() for k, v in raw.items()}
+            nxt = d.get("next", "")
+            out[pair] = {
+                "status": d["status"],
+                "nextAttemptAt": format_timestamp(from_ms(int(nxt)))
+                if nxt and d["status"] == "pending"
+                else None,
+                "attempts": [json.loads(a) for a in log],
+            }
+        return out
 
     async def page(
         self, endpoint_id: str, *, status: DeliveryStatus | None, limit: int, cursor: str | None

@@ -78,6 +78,7 @@ class Dispatcher:
         )
         self.sender = Sender(settings)
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
         self._in_flight: dict[str, int] = defaultdict(int)
         self._total = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -106,9 +107,18 @@ class Dispatcher:
             await self._shutdown()
 
     async def stop(self) -> None:
-        """Stop the loops and let attempts in flight finish (they are recorded)."""
+        """Stop the loops at their next step and let attempts in flight finish (they are recorded)."""
         self._stopping = True
-        for task in self._loops:
+        self._stop.set()
+        self._wake.set()
+        # Steps that run pipelines are never cut short (a half-run redis-py pipeline leaks its
+        # connection); the outbox loop may be, as it blocks in a single XREADGROUP.
+        if not self._loops:
+            return
+        outbox, others = self._loops[0], self._loops[1:]
+        outbox.cancel()
+        _, late = await asyncio.wait(others, timeout=3.0)
+        for task in late:
             task.cancel()
 
     async def _shutdown(self) -> None:
@@ -141,7 +151,8 @@ class Dispatcher:
     async def _every(self, seconds: float, what: str, step: Callable[[], Awaitable[object]]) -> None:
         async def once() -> None:
             await step()
-            await asyncio.sleep(seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), seconds)
 
         await self._forever(what, once)
 

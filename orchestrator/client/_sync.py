@@ -188,6 +188,10 @@ class Runs:
             )
         )
 
+    def deliveries(self, execution_id: str) -> dict[str, Any]:
+        """Where this execution's webhooks went, and why not."""
+        return self._c._run(self._c._async.runs.deliveries(execution_id))
+
     def events(
         self, execution_id: str, *, output_type: type[BaseModel] | None = None
     ) -> builtins.list[RunEvent[Any]]:

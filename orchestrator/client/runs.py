@@ -133,6 +133,12 @@ class AsyncRuns:
 
         return list(await asyncio.gather(*(one(i) for i in execution_ids)))
 
+    async def deliveries(self, execution_id: str) -> dict[str, Any]:
+        """Where this execution's webhooks went: per endpoint and event, the delivery or why none."""
+        answer = await self._client.request("GET", f"/v1/runs/{execution_id}/deliveries")
+        result: dict[str, Any] = answer.json()
+        return result
+
     async def events(
         self, execution_id: str, *, output_type: type[BaseModel] | None = None
     ) -> builtins.list[RunEvent[Any]]:
