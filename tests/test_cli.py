@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -5,7 +6,7 @@ from redis.asyncio import Redis
 
 from orchestrator.auth import digest
 from orchestrator.settings import Settings
-from tests.conftest import ROOT, subprocess_env
+from tests.conftest import KEY_A, ROOT, subprocess_env, wait_for
 
 
 async def test_keys_create_prints_a_key_stored_only_hashed(settings: Settings, redis: Redis) -> None:
@@ -35,3 +36,146 @@ def test_bad_configuration_exits_2_with_a_message() -> None:
         timeout=60,
     )
     assert out.returncode == 2 and "bad configuration" in out.stderr
+
+
+async def cli(api_server, *args: str, timeout: float = 60) -> tuple[int, str, str]:
+    import asyncio
+    import os
+
+    env = {**os.environ, "ORCH_BASE_URL": api_server.url, "ORCH_API_KEY": KEY_A, "COLUMNS": "200"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orchestrator",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_run_wait_draws_progress_and_exits_by_outcome(api_server, worker, redis: Redis) -> None:
+    code, out, err = await cli(
+        api_server, "run", "invoice-extraction", "--input", "@examples/invoice.json", "--wait"
+    )
+    assert code == 0, err
+    assert "3/3 steps" in err and "success" in out and "INV-2026-001" in out
+    code, out, _ = await cli(api_server, "run", "fail", "--input", "{}", "--wait", "--json")
+    assert code == 1 and json.loads(out)["error"]["code"] == "encrypted_pdf"
+    code, _, err = await cli(api_server, "run", "nope", "--input", "{}")
+    assert code == 3 and "404" in err
+    code, _, err = await cli(api_server, "run", "echo", "--input", "{not json")
+    assert code == 2 and "--input" in err
+
+
+async def test_runs_commands(api_server, worker, redis: Redis, client) -> None:
+    run = (await client.post("/v1/flows/slow/runs", json={"input": {"seconds": 60}})).json()
+    code, out, _ = await cli(api_server, "runs", "list", "--json")
+    assert code == 0 and [r["id"] for r in json.loads(out)] == [run["id"]]
+    code, out, _ = await cli(api_server, "runs", "list", "--flow", "slow")
+    assert code == 0 and run["id"] in out
+    code, out, _ = await cli(api_server, "runs", "wait", run["id"], "--timeout", "0.2", "--json")
+    assert code == 4
+    code, out, _ = await cli(api_server, "runs", "cancel", run["id"], "--json")
+    assert code == 0 and json.loads(out)["status"] == "cancelled"
+    code, out, _ = await cli(api_server, "runs", "get", run["id"])
+    assert code == 0 and "cancelled" in out
+    code, _, err = await cli(api_server, "runs", "cancel", run["id"])
+    assert code == 3 and "409" in err
+    code, out, _ = await cli(api_server, "runs", "wait", run["id"], "--json")
+    assert code == 1 and json.loads(out)["status"] == "cancelled"
+
+
+async def test_webhooks_commands_and_the_deliveries_report(api_server, worker, redis: Redis, client) -> None:
+    from tests.receiver import Receiver
+    from tests.webhooks.conftest import running_dispatcher
+
+    receiver = await Receiver().start()
+    try:
+        code, out, _ = await cli(
+            api_server, "webhooks", "create", receiver.url, "--event", "execution.success", "--json"
+        )
+        assert code == 0
+        endpoint = json.loads(out)
+        code, out, _ = await cli(
+            api_server, "webhooks", "create", "https://example.com/never", "--flow", "noop", "--json"
+        )
+        filtered = json.loads(out)
+        code, out, _ = await cli(api_server, "webhooks", "list")
+        assert code == 0 and endpoint["id"] in out and "whsec_" not in out
+        async with running_dispatcher(redis):
+            run = (await client.post("/v1/flows/echo/runs", json={"input": {"text": "x"}})).json()
+            await wait_for(lambda: receiver.types() == ["execution.success"], timeout=20)
+
+            async def recorded() -> bool:
+                view = (await client.get(f"/v1/webhooks/{endpoint['id']}/deliveries")).json()["data"]
+                return bool(view) and view[0]["status"] == "succeeded"
+
+            await wait_for(recorded)
+        code, out, _ = await cli(api_server, "runs", "deliveries", run["id"], "--json")
+        report = {ep["endpointId"]: ep for ep in json.loads(out)["data"]}
+        mine = {e["eventType"]: e for e in report[endpoint["id"]]["events"]}
+        assert mine["execution.success"]["status"] == "succeeded" and mine["execution.success"]["attempts"]
+        assert (
+            mine["execution.queued"]["matched"] is False
+            and mine["execution.queued"]["reason"] == "event type filtered"
+        )
+        other = {e["eventType"]: e for e in report[filtered["id"]]["events"]}
+        assert other["execution.success"]["reason"] == "flow filtered"
+        code, out, _ = await cli(api_server, "runs", "deliveries", run["id"])
+        assert code == 0 and "event type filtered" in out
+        code, out, _ = await cli(api_server, "webhooks", "deliveries", endpoint["id"], "--json")
+        [delivery] = json.loads(out)
+        code, out, _ = await cli(api_server, "webhooks", "retry", endpoint["id"], delivery["id"])
+        assert code == 0
+        code, out, _ = await cli(
+            api_server, "webhooks", "recover", endpoint["id"], "--since", "2020-01-01T00:00:00", "--json"
+        )
+        assert code == 0 and json.loads(out) == {"count": 0}
+    finally:
+        await receiver.stop()
+
+
+async def test_webhooks_listen_prints_and_forwards(api_server, worker, redis: Redis, client) -> None:
+    import asyncio
+    import os
+
+    from tests.receiver import Receiver
+    from tests.webhooks.conftest import running_dispatcher
+
+    app = await Receiver(default=201).start()
+    env = {**os.environ, "ORCH_BASE_URL": api_server.url, "ORCH_API_KEY": KEY_A}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orchestrator",
+        "webhooks",
+        "listen",
+        "--forward",
+        app.url,
+        "--max-events",
+        "3",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+
+        async def registered() -> bool:
+            return len((await client.get("/v1/webhooks")).json()["data"]) == 1
+
+        await wait_for(registered, timeout=30)
+        async with running_dispatcher(redis):
+            await client.post("/v1/flows/echo/runs", json={"input": {"text": "listen"}})
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        await app.stop()
+    text = out.decode()
+    assert proc.returncode == 0, err.decode()
+    assert text.count("[verified]") == 3 and f"-> {app.url} 201" in text
+    assert sorted(app.types()) == ["execution.queued", "execution.running", "execution.success"]
+    assert (await client.get("/v1/webhooks")).json()["data"] == []  # removed on exit
