@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from webhooks.metrics import MetricsBuffer
+
 from . import keys
 from .models import ExecutionStatus
 from .queue import enqueue_run
@@ -27,7 +29,9 @@ class SweepResult:
     requeued: int = 0
 
 
-async def sweep(store: RunStore, pool: Redis, *, max_attempts: int, queue_name: str) -> SweepResult:
+async def sweep(
+    store: RunStore, pool: Redis, *, max_attempts: int, queue_name: str, metrics: MetricsBuffer | None = None
+) -> SweepResult:
     """Reap expired leases, then re-enqueue attempts that should have started by now."""
     result = SweepResult()
     for run_id in await store.expired_leases():
@@ -36,9 +40,13 @@ async def sweep(store: RunStore, pool: Redis, *, max_attempts: int, queue_name: 
             continue
         if run.status is ExecutionStatus.failed:
             result.lost += 1
+            if metrics is not None:
+                metrics.inc("orch_reaped_total", {"outcome": "worker_lost"})
             logger.warning("run %s failed: worker lost on attempt %d", run_id, run.attempt)
         else:
             result.retried += 1
+            if metrics is not None:
+                metrics.inc("orch_reaped_total", {"outcome": "retried"})
             logger.warning("run %s re-queued as attempt %d after its worker was lost", run_id, run.attempt)
     for run_id in await store.due_pending():
         stored = await store.load(run_id)

@@ -18,6 +18,7 @@ from .delivery_report import run_deliveries
 from .errors import FlowNotFound, RunNotFound, Unauthorized, Unavailable, ValidationFailed
 from .idempotency import Claim, check_key, claim, fingerprint
 from .live import prefer_wait, respond_when_terminal, run_events, wait_seconds
+from .metrics import metrics
 from .models import BatchCreate, ExecutionStatus, Page, RunCreate
 from .parsing import bad_query, field_errors, query_int, read_model
 from .registry import Flow, Registry
@@ -277,6 +278,7 @@ async def cancel_run(request: Request) -> Response:
 ROUTES = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
     Route("/v1/flows", list_flows, methods=["GET"]),
     Route("/v1/flows/{flow_id}", get_flow, methods=["GET"]),
     Route("/v1/flows/{flow_id}/runs", create_run, methods=["POST"]),

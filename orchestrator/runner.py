@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
+
+from webhooks.metrics import MetricsBuffer
 
 from .context import RunContext, to_jsonable
 from .errors import FlowError, InvalidTransition, StaleAttempt
@@ -55,19 +58,25 @@ def _field_errors(exc: ValidationError, prefix: str) -> list[dict[str, Any]]:
 class Runner:
     """Runs attempts for one worker process; tracks them so they can be stopped from outside."""
 
-    def __init__(self, store: RunStore, registry: Registry) -> None:
+    def __init__(self, store: RunStore, registry: Registry, metrics: MetricsBuffer | None = None) -> None:
         self.store = store
         self.registry = registry
+        self.metrics = metrics
         self.active: dict[str, _Active] = {}
 
     async def execute(self, run_id: str, attempt: int) -> str:
         """Run `attempt` of `run_id` to its end and record the outcome; return what happened."""
         try:
+            began = time.perf_counter()
             stored = await self.store.start(run_id, attempt)
         except StaleAttempt:
             logger.info("run %s attempt %d is not current; skipped", run_id, attempt)
             return "stale"
         run = stored.run
+        if self.metrics is not None:
+            self.metrics.observe("orch_transition_seconds", time.perf_counter() - began, {"to": "running"})
+            waited = (stored.run.started_at or run.created_at) - run.created_at
+            self.metrics.observe("orch_queue_wait_seconds", waited.total_seconds(), {"flow": run.flow_id})
         flow = self.registry.get(run.flow_id)
         ctx = RunContext(
             store=self.store,
@@ -158,6 +167,7 @@ class Runner:
         error: ExecutionError | None = None,
     ) -> str:
         await ctx.flush()
+        began = time.perf_counter()
         try:
             await self.store.finish(
                 ctx.run_id,
@@ -172,6 +182,9 @@ class Runner:
             # Someone else ended or took over the run first (a cancel, a reaper): theirs stands.
             logger.info("run %s attempt %d could not end %s: %s", ctx.run_id, ctx.attempt, status.value, exc)
             return "superseded"
+        if self.metrics is not None:
+            self.metrics.observe("orch_transition_seconds", time.perf_counter() - began, {"to": status.value})
+            self.metrics.inc("orch_runs_finished_total", {"flow": ctx.flow_id, "status": status.value})
         return status.value
 
     def on_transition(self, run_id: str, status: str, attempt: int) -> None:

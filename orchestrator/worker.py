@@ -11,6 +11,8 @@ from typing import Any
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.worker import Worker, func
 
+from webhooks.metrics import MetricsBuffer
+
 from . import keys
 from .reaper import sweep
 from .registry import Registry
@@ -132,7 +134,8 @@ def build_worker(
             lease_seconds=settings.lease_seconds,
             requeue_after_seconds=settings.requeue_after_seconds,
         )
-        runner = Runner(store, registry)
+        metrics = MetricsBuffer(pool)
+        runner = Runner(store, registry, metrics)
         ctx["runner"] = runner
         ctx["store"] = store
         loop = asyncio.get_running_loop()
@@ -142,10 +145,17 @@ def build_worker(
         )
 
         async def sweep_once() -> None:
-            await sweep(store, pool, max_attempts=settings.max_attempts, queue_name=settings.queue_name)
+            await sweep(
+                store,
+                pool,
+                max_attempts=settings.max_attempts,
+                queue_name=settings.queue_name,
+                metrics=metrics,
+            )
             await trim_indexes(pool, retention_seconds=settings.run_retention_seconds)
 
         tasks.append(loop.create_task(_every(settings.sweep_seconds, "sweep", sweep_once, stop)))
+        tasks.append(loop.create_task(metrics.run(stop)))
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         # Let the loops finish what they are doing (a half-run Redis pipeline leaks its

@@ -279,3 +279,24 @@ async def test_keys_made_by_the_cli_work_and_are_stored_hashed(api_server, redis
         assert (await c.get(f"/v1/runs/{run['id']}")).json()["id"] == run["id"]
     async with httpx.AsyncClient(base_url=api_server.url, headers={"Authorization": f"Bearer {KEY_A}"}) as a:
         assert (await a.get(f"/v1/runs/{run['id']}")).status_code == 404
+
+
+async def test_metrics_expose_state_and_what_processes_recorded(
+    client: httpx.AsyncClient, worker, redis: Redis, api_server
+) -> None:
+    run = (await client.post("/v1/flows/echo/runs", json={"input": {"text": "m"}})).json()
+    await client.get(f"/v1/runs/{run['id']}/wait", params={"timeout": 20})
+    (await client.post("/v1/flows/slow/runs", json={"input": {"seconds": 60}})).json()
+    await client.post("/v1/webhooks", json={"url": "https://example.com/m"})
+
+    async def flushed() -> bool:  # workers flush their counters once a second
+        return bool(await redis.hgetall("metrics:counters"))
+
+    await wait_for(flushed)
+    async with httpx.AsyncClient(base_url=api_server.url) as anon:
+        text = (await anon.get("/metrics")).text
+    assert 'orch_executions{flow="echo",status="success"} 1.0' in text
+    assert "orch_queue_depth" in text and "orch_running" in text and "wh_endpoint_backlog{endpoint=" in text
+    assert 'orch_runs_finished_total{flow="echo",status="success"} 1.0' in text
+    assert 'orch_transition_seconds_bucket{le="+Inf",to="success"} 1.0' in text
+    assert "orch_queue_wait_seconds_count" in text

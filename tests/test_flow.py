@@ -62,6 +62,9 @@ async def test_a_registered_webhook_receives_every_transition(
         attempts = [a for d in view for a in d["attempts"]]
         assert sorted(a["statusCode"] for a in attempts) == [200, 200, 200, 500, 500, 500]
         assert all(d["status"] == "succeeded" and d["runId"] == run["id"] for d in view)
+        counters = await redis.hgetall("metrics:counters")  # flushed by the dispatcher when it stopped
+        assert int(counters[b"wh_attempts_total|outcome=delivered"]) == 3
+        assert int(counters[b"wh_attempts_total|outcome=retry"]) == 3
     finally:
         await receiver.stop()
 

@@ -27,6 +27,7 @@ from .deliveries import Delivery, DeliveryStore, Message, test_message
 from .endpoints import EndpointStore, matches
 from .errors import EndpointNotFound
 from .ids import id_floor, new_id
+from .metrics import MetricsBuffer
 from .models import Attempt, DeliveryStatus, Endpoint, format_timestamp, from_ms
 from .outbox import OUTBOX_STREAM
 from .retry import Decision, classify
@@ -77,6 +78,7 @@ class Dispatcher:
             delivered_ttl_ms=settings.delivered_retention_seconds * 1000,
         )
         self.sender = Sender(settings)
+        self.metrics = MetricsBuffer(redis)
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._in_flight: dict[str, int] = defaultdict(int)
@@ -97,6 +99,7 @@ class Dispatcher:
             loop.create_task(self._forever("outbox", self._outbox_once)),
             loop.create_task(self._forever("deliveries", self._deliver_once)),
             loop.create_task(self._every(2.0, "maintenance", self._maintain)),
+            loop.create_task(self.metrics.run(self._stop)),
         ]
         logger.info("dispatcher %s running", self.consumer)
         try:
@@ -339,6 +342,8 @@ class Dispatcher:
             outcome.decision.value,
         )
         now = self.clock()
+        self.metrics.observe("wh_attempt_seconds", result.attempt.duration_ms / 1000)
+        self.metrics.inc("wh_attempts_total", {"outcome": outcome.decision.value})
         if outcome.decision is Decision.delivered:
             await self._record(dlv, result.attempt, S.succeeded)
             if endpoint is not None and endpoint.failing_since is not None:

@@ -46,3 +46,12 @@ def is_valid(value: str, prefix: str) -> bool:
     if not value.startswith(head) or len(value) != len(head) + 26:
         return False
     return all(c in _ALPHABET for c in value[len(head) :])
+
+
+def decode_ms(value: str) -> int:
+    """The creation time (unix ms) encoded in an id made by :func:`new_id`."""
+    head = value.rsplit("_", 1)[-1][:10]
+    ms = 0
+    for c in head:
+        ms = ms * 32 + _ALPHABET.index(c)
+    return ms
