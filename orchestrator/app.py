@@ -13,14 +13,16 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
 
+from webhooks.apidoc import build_spec, render_html
 from webhooks.deliveries import DeliveryStore
 from webhooks.endpoints import EndpointStore
 from webhooks.errors import WebhookError
 from webhooks.routes import WebhookAPI
 
-from . import events
+from . import __version__, events
 from .auth import KeyRing
 from .errors import OrchestratorError
 from .models import ErrorBody, ErrorDetail
@@ -121,8 +123,28 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         filter_values=lambda: {f.id for f in flows.all()},
         allow_private=settings.webhook_allow_private,
     )
+    routes = [*ROUTES, *webhook_api.routes()]
+    spec = build_spec(
+        routes,
+        title="webhook-orchestrator",
+        version=__version__,
+        description="Run typed flows asynchronously; every status change is a signed, retried webhook.",
+        error_model=ErrorBody,
+    )
+    docs_page = render_html(spec)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(spec)
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(docs_page)
+
     app = Starlette(
-        routes=[*ROUTES, *webhook_api.routes()],
+        routes=[
+            *routes,
+            Route("/openapi.json", openapi, methods=["GET"]),
+            Route("/docs", docs, methods=["GET"]),
+        ],
         lifespan=lifespan,
         exception_handlers={
             Exception: _on_error,

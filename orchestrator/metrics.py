@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from webhooks import keys as wh_keys
+from webhooks.apidoc import operation
 from webhooks.ids import decode_ms
 from webhooks.metrics import LATENCY_BUCKETS, METRICS_KEY
 from webhooks.models import DeliveryStatus
@@ -147,6 +148,14 @@ def render(families: Iterable[Metric]) -> bytes:
     return bytes(generate_latest(registry))
 
 
+@operation(
+    summary="Prometheus metrics",
+    tag="Operations",
+    responses={200: "text"},
+    media={200: "text/plain"},
+    errors=(),
+    auth=False,
+)
 async def metrics(request: Request) -> Response:
     """``GET /metrics``."""
     redis: Redis = request.app.state.redis

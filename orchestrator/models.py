@@ -163,3 +163,45 @@ class ErrorBody(ApiModel):
     """``{"error": {"code", "message", "details"}}``: every 4xx and 5xx answer."""
 
     error: ErrorDetail
+
+
+class Health(ApiModel):
+    """``/healthz`` and ``/readyz``."""
+
+    status: str
+
+
+class ReportEvent(ApiModel):
+    """One event of a run as one endpoint saw it."""
+
+    message_id: str
+    event_type: str
+    sequence: int
+    matched: bool
+    reason: str | None = None
+    status: str | None = None
+    attempts: list[dict[str, Any]] = Field(default_factory=list)
+    next_attempt_at: str | None = None
+
+
+class ReportEndpoint(ApiModel):
+    """One endpoint of the tenant (or the run's own webhook) and the run's events for it."""
+
+    endpoint_id: str
+    url: str
+    enabled: bool
+    disabled_reason: str | None = None
+    run_webhook: bool = False
+    events: list[ReportEvent]
+
+
+class DeliveryReport(ApiModel):
+    """``GET /v1/runs/{id}/deliveries``."""
+
+    run_id: str
+    data: list[ReportEndpoint]
+
+
+FlowPage = Page[FlowInfo]
+ExecutionPage = Page[Execution[Any]]
+EventPage = Page[RunEvent[Any]]

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from webhooks.apidoc import Param, operation
 from webhooks.ids import is_valid, new_id
 from webhooks.ssrf import UnsafeURL, check_url
 
@@ -19,13 +20,27 @@ from .errors import FlowNotFound, RunNotFound, Unauthorized, Unavailable, Valida
 from .idempotency import Claim, check_key, claim, fingerprint
 from .live import prefer_wait, respond_when_terminal, run_events, wait_seconds
 from .metrics import metrics
-from .models import BatchCreate, ExecutionStatus, Page, RunCreate
+from .models import (
+    BatchCreate,
+    DeliveryReport,
+    EventPage,
+    Execution,
+    ExecutionPage,
+    ExecutionStatus,
+    FlowInfo,
+    FlowPage,
+    Health,
+    Page,
+    RunCreate,
+)
 from .parsing import bad_query, field_errors, query_int, read_model
 from .registry import Flow, Registry
 from .settings import Settings
 from .store import NewRun, RunStore
 
 MAX_PAGE = 100
+IDEMPOTENCY_KEY = Param("Idempotency-Key", "Repeat-safe creation: the same key and body return the original")
+PREFER = Param("Prefer", "wait=N (N <= 60): answer 200 with the terminal execution if it ends within N s")
 
 
 def render(model: BaseModel, status_code: int = 200, *, headers: dict[str, str] | None = None) -> Response:
@@ -79,11 +94,17 @@ async def validate_webhook_url(url: str, field: str, *, allow_private: bool) -> 
         ) from None
 
 
+@operation(
+    summary="Liveness: the process answers", tag="Health", responses={200: Health}, errors=(), auth=False
+)
 async def healthz(request: Request) -> Response:
     """Liveness: the process answers."""
     return JSONResponse({"status": "ok"})
 
 
+@operation(
+    summary="Readiness: Redis answers", tag="Health", responses={200: Health}, errors=(503,), auth=False
+)
 async def readyz(request: Request) -> Response:
     """Readiness: Redis answers."""
     try:
@@ -93,6 +114,7 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready"})
 
 
+@operation(summary="List flows", tag="Flows", responses={200: FlowPage})
 async def list_flows(request: Request) -> Response:
     """``GET /v1/flows``."""
     await authenticate(request)
@@ -100,6 +122,12 @@ async def list_flows(request: Request) -> Response:
     return render(Page(data=[f.info() for f in registry.all()], next_cursor=None))
 
 
+@operation(
+    summary="Get a flow and its input/output schemas",
+    tag="Flows",
+    responses={200: FlowInfo},
+    errors=(401, 404, 503),
+)
 async def get_flow(request: Request) -> Response:
     """``GET /v1/flows/{flowId}``."""
     await authenticate(request)
@@ -151,6 +179,14 @@ async def _claim_ids(request: Request, *, tenant: str, route: str, document: Any
     )
 
 
+@operation(
+    summary="Start an execution",
+    tag="Executions",
+    body=RunCreate,
+    responses={202: Execution[Any], 200: Execution[Any]},
+    headers=[IDEMPOTENCY_KEY, PREFER],
+    errors=(400, 401, 404, 409, 413, 422, 503),
+)
 async def create_run(request: Request) -> Response:
     """``POST /v1/flows/{flowId}/runs``: validate, store and enqueue; optionally wait (Prefer: wait=N)."""
     tenant = await authenticate(request)
@@ -179,6 +215,14 @@ async def create_run(request: Request) -> Response:
     return render(run, 202, headers=headers)
 
 
+@operation(
+    summary="Start up to 1000 executions (all validated first)",
+    tag="Executions",
+    body=BatchCreate,
+    responses={202: ExecutionPage},
+    headers=[IDEMPOTENCY_KEY],
+    errors=(400, 401, 404, 409, 413, 422, 503),
+)
 async def create_batch(request: Request) -> Response:
     """``POST /v1/flows/{flowId}/runs/batch``: validate every item first, then create all, in order."""
     tenant = await authenticate(request)
@@ -217,6 +261,9 @@ async def create_batch(request: Request) -> Response:
     return render(page, 202, headers=headers)
 
 
+@operation(
+    summary="Get an execution", tag="Executions", responses={200: Execution[Any]}, errors=(401, 404, 503)
+)
 async def get_run(request: Request) -> Response:
     """``GET /v1/runs/{id}``: the stored JSON, passed through unparsed."""
     tenant = await authenticate(request)
@@ -224,6 +271,20 @@ async def get_run(request: Request) -> Response:
     return Response(body, media_type="application/json")
 
 
+@operation(
+    summary="List executions, newest first",
+    tag="Executions",
+    responses={200: ExecutionPage},
+    query=[
+        Param("status", "Only this status", {"type": "string", "enum": [s.value for s in ExecutionStatus]}),
+        Param("flowId", "Only this flow"),
+        Param(
+            "limit", "Page size (1-100, default 20)", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}
+        ),
+        Param("cursor", "nextCursor of the previous page"),
+    ],
+    errors=(401, 422, 503),
+)
 async def list_runs(request: Request) -> Response:
     """``GET /v1/runs?status=&flowId=&limit=&cursor=``: newest first."""
     tenant = await authenticate(request)
@@ -248,6 +309,17 @@ async def list_runs(request: Request) -> Response:
     return render(page)
 
 
+@operation(
+    summary="Wait until the execution ends (long-poll): 200 terminal, 202 still going after timeout",
+    tag="Waiting",
+    responses={200: Execution[Any], 202: Execution[Any]},
+    query=[
+        Param(
+            "timeout", "Seconds to wait (0-60, default 30)", {"type": "number", "minimum": 0, "maximum": 60}
+        )
+    ],
+    errors=(401, 404, 422, 503),
+)
 async def wait_run(request: Request) -> Response:
     """``GET /v1/runs/{id}/wait?timeout=S``: the run once terminal (200), else after S s (202)."""
     tenant = await authenticate(request)
@@ -256,18 +328,40 @@ async def wait_run(request: Request) -> Response:
     return await respond_when_terminal(request, run_id, tenant=tenant, seconds=seconds)
 
 
+@operation(
+    summary="The execution's events in order; with Accept: text/event-stream a live SSE stream",
+    tag="Waiting",
+    responses={200: EventPage},
+    query=[
+        Param("after", "Resume after this sequence (like Last-Event-ID)", {"type": "integer", "minimum": 0})
+    ],
+    headers=[Param("Last-Event-ID", "SSE: resume after this sequence")],
+    errors=(401, 404, 422, 503),
+)
 async def list_events(request: Request) -> Response:
     """``GET /v1/runs/{id}/events``: the ordered event log, or an SSE stream of it."""
     tenant = await authenticate(request)
     return await run_events(request, _run_id(request), tenant=tenant)
 
 
+@operation(
+    summary="Where this execution's webhooks went: per endpoint and event, the delivery or why not",
+    tag="Webhooks",
+    responses={200: DeliveryReport},
+    errors=(401, 404, 503),
+)
 async def run_deliveries_route(request: Request) -> Response:
     """``GET /v1/runs/{id}/deliveries``: each endpoint, each event: its delivery, or why there is none."""
     tenant = await authenticate(request)
     return await run_deliveries(request, _run_id(request), tenant=tenant)
 
 
+@operation(
+    summary="Cancel a queued or running execution (409 if it already ended)",
+    tag="Executions",
+    responses={200: Execution[Any]},
+    errors=(401, 404, 409, 503),
+)
 async def cancel_run(request: Request) -> Response:
     """``POST /v1/runs/{id}/cancel``: queued or running -> cancelled; terminal -> 409."""
     tenant = await authenticate(request)

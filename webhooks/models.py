@@ -157,3 +157,36 @@ class Page(WireModel):
 
     data: list[Any]
     next_cursor: str | None = None
+
+
+class EndpointPage(WireModel):
+    """A page of endpoints."""
+
+    data: list[EndpointOut]
+    next_cursor: str | None = None
+
+
+class DeliveryPage(WireModel):
+    """A page of deliveries."""
+
+    data: list[DeliveryOut]
+    next_cursor: str | None = None
+
+
+class SecretOut(WireModel):
+    """A signing secret (shown on creation and rotation only)."""
+
+    secret: str
+
+
+class MessageRef(WireModel):
+    """A message that was queued."""
+
+    message_id: str
+    status: str | None = None
+
+
+class CountOut(WireModel):
+    """How many messages were queued again."""
+
+    count: int

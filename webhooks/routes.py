@@ -15,16 +15,33 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .apidoc import Param, operation
 from .deliveries import DeliveryStore
 from .endpoints import EndpointStore, now_ms
 from .errors import DeliveryNotFound, InvalidEndpoint
 from .ids import is_valid
-from .models import DeliveryStatus, EndpointCreate, EndpointOut, EndpointPatch, Page, RecoverBody
+from .models import (
+    CountOut,
+    DeliveryPage,
+    DeliveryStatus,
+    EndpointCreate,
+    EndpointOut,
+    EndpointPage,
+    EndpointPatch,
+    MessageRef,
+    Page,
+    RecoverBody,
+    SecretOut,
+)
 from .signing import WebhookVerificationError, parse_secret
 from .ssrf import UnsafeURL, check_url
 
 M = TypeVar("M", bound=BaseModel)
 MAX_PAGE = 100
+PAGING = [
+    Param("limit", "Page size (1-100, default 20)", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+    Param("cursor", "nextCursor of the previous page"),
+]
 MIN_SECRET_BYTES = 24
 
 
@@ -89,6 +106,13 @@ class WebhookAPI:
 
     # ----- handlers ----------------------------------------------------------------------------
 
+    @operation(
+        summary="Create an endpoint (its secret is shown only here and on rotation)",
+        tag="Webhooks",
+        body=EndpointCreate,
+        responses={201: EndpointOut},
+        errors=(400, 401, 413, 422, 503),
+    )
     async def create(self, request: Request) -> Response:
         """``POST /v1/webhooks``: 201 with the secret (shown only here and on rotation)."""
         tenant = await self.authenticate(request)
@@ -107,6 +131,13 @@ class WebhookAPI:
         )
         return _render(EndpointOut.of(endpoint, with_secret=True), 201)
 
+    @operation(
+        summary="List endpoints (no secrets)",
+        tag="Webhooks",
+        responses={200: EndpointPage},
+        query=PAGING,
+        errors=(401, 422, 503),
+    )
     async def list(self, request: Request) -> Response:
         """``GET /v1/webhooks``: newest first, no secrets."""
         tenant = await self.authenticate(request)
@@ -116,6 +147,9 @@ class WebhookAPI:
         items, next_cursor = await endpoints.page(tenant, limit=limit, cursor=cursor)
         return _render(Page(data=[EndpointOut.of(e) for e in items], next_cursor=next_cursor))
 
+    @operation(
+        summary="Get an endpoint", tag="Webhooks", responses={200: EndpointOut}, errors=(401, 404, 503)
+    )
     async def get(self, request: Request) -> Response:
         """``GET /v1/webhooks/{id}`` (no secret)."""
         tenant = await self.authenticate(request)
@@ -123,6 +157,13 @@ class WebhookAPI:
         endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
         return _render(EndpointOut.of(endpoint))
 
+    @operation(
+        summary="Change url, events, flowIds, description or enabled",
+        tag="Webhooks",
+        body=EndpointPatch,
+        responses={200: EndpointOut},
+        errors=(400, 401, 404, 413, 422, 503),
+    )
     async def patch(self, request: Request) -> Response:
         """``PATCH /v1/webhooks/{id}``: change url, events, flowIds, description, enabled."""
         tenant = await self.authenticate(request)
@@ -138,6 +179,7 @@ class WebhookAPI:
         endpoint = await endpoints.update(endpoint_id, tenant=tenant, changes=changes)
         return _render(EndpointOut.of(endpoint))
 
+    @operation(summary="Delete an endpoint", tag="Webhooks", responses={204: None}, errors=(401, 404, 503))
     async def delete(self, request: Request) -> Response:
         """``DELETE /v1/webhooks/{id}``: 204."""
         tenant = await self.authenticate(request)
@@ -145,6 +187,12 @@ class WebhookAPI:
         await endpoints.delete(request.path_params["endpoint_id"], tenant=tenant)
         return Response(status_code=204)
 
+    @operation(
+        summary="Rotate the secret (the old one signs beside it for 24 h)",
+        tag="Webhooks",
+        responses={200: SecretOut},
+        errors=(401, 404, 503),
+    )
     async def rotate(self, request: Request) -> Response:
         """``POST /v1/webhooks/{id}/rotate-secret``: the new secret; the old one signs for 24 h more."""
         tenant = await self.authenticate(request)
@@ -152,12 +200,23 @@ class WebhookAPI:
         secret = await endpoints.rotate_secret(request.path_params["endpoint_id"], tenant=tenant)
         return JSONResponse({"secret": secret})
 
+    @operation(
+        summary="The tenant's default secret (signs one-run webhooks)",
+        tag="Webhooks",
+        responses={200: SecretOut},
+    )
     async def default_secret(self, request: Request) -> Response:
         """``GET /v1/webhooks/default-secret``: signs the one-run webhooks given at run creation."""
         tenant = await self.authenticate(request)
         endpoints, _ = self.stores(request)
         return JSONResponse({"secret": await endpoints.default_secret(tenant)})
 
+    @operation(
+        summary="Send a webhook.test message",
+        tag="Webhooks",
+        responses={202: MessageRef},
+        errors=(401, 404, 503),
+    )
     async def test(self, request: Request) -> Response:
         """``POST /v1/webhooks/{id}/test``: 202 with the id of the ``webhook.test`` message."""
         tenant = await self.authenticate(request)
@@ -166,6 +225,20 @@ class WebhookAPI:
         message_id = await deliveries.send_test(endpoint, now_ms=now_ms())
         return JSONResponse({"messageId": message_id}, status_code=202)
 
+    @operation(
+        summary="Messages sent to the endpoint, each with every attempt",
+        tag="Webhooks",
+        responses={200: DeliveryPage},
+        query=[
+            Param(
+                "status",
+                "pending, succeeded or failed",
+                {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+            ),
+            *PAGING,
+        ],
+        errors=(401, 404, 422, 503),
+    )
     async def deliveries(self, request: Request) -> Response:
         """``GET /v1/webhooks/{id}/deliveries?status=``: messages with every attempt, newest first."""
         tenant = await self.authenticate(request)
@@ -185,6 +258,12 @@ class WebhookAPI:
         )
         return _render(Page(data=items, next_cursor=next_cursor))
 
+    @operation(
+        summary="Send one message again now (same webhook-id)",
+        tag="Webhooks",
+        responses={202: MessageRef},
+        errors=(401, 404, 503),
+    )
     async def retry(self, request: Request) -> Response:
         """``POST /v1/webhooks/{id}/deliveries/{messageId}/retry``: 202, sent again now (same webhook-id)."""
         tenant = await self.authenticate(request)
@@ -197,6 +276,13 @@ class WebhookAPI:
             raise DeliveryNotFound(f"no message {message_id} for endpoint {endpoint.id}")
         return JSONResponse({"messageId": message_id, "status": "pending"}, status_code=202)
 
+    @operation(
+        summary="Send again every message that failed since a time",
+        tag="Webhooks",
+        body=RecoverBody,
+        responses={202: CountOut},
+        errors=(400, 401, 404, 413, 422, 503),
+    )
     async def recover(self, request: Request) -> Response:
         """``POST /v1/webhooks/{id}/recover {since}``: 202 with how many failed messages go again."""
         tenant = await self.authenticate(request)

@@ -1,0 +1,229 @@
+"""OpenAPI 3.1 from the route table: each endpoint function carries a description of itself.
+
+``@operation(...)`` records the summary, body model, query and header parameters and response
+models on the function; ``build_spec(routes)`` walks Starlette's route table and pydantic's
+schemas to produce the document, and ``render_html(spec)`` a self-contained docs page.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.routing import BaseRoute, Route
+
+F = TypeVar("F", bound=Callable[..., Any])
+REF = "#/components/schemas/{model}"
+
+ERROR_TEXT = {
+    400: "The body is not JSON (`invalid_json`)",
+    401: "No API key, or an unknown one (`unauthorized`)",
+    404: "No such resource for this tenant (`not_found`)",
+    409: "The resource's state forbids this (`conflict`)",
+    413: "The body is over the limit (`payload_too_large`)",
+    422: "Invalid input; `details.fields` lists each bad field (`validation_error`)",
+    429: "Too many requests (`rate_limited`)",
+    503: "Redis is unavailable; retry (`unavailable`)",
+}
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query or header parameter."""
+
+    name: str
+    description: str
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What the docs say about one endpoint function."""
+
+    summary: str
+    tag: str
+    body: type[BaseModel] | None = None
+    responses: dict[int, type[BaseModel] | dict[str, Any] | str | None] = field(default_factory=dict)
+    query: Sequence[Param] = ()
+    headers: Sequence[Param] = ()
+    errors: Sequence[int] = (401, 503)
+    auth: bool = True
+    media: dict[int, str] = field(default_factory=dict)
+
+
+def operation(**kwargs: Any) -> Callable[[F], F]:
+    """Attach an Operation to an endpoint function."""
+
+    def attach(fn: F) -> F:
+        fn.__openapi__ = Operation(**kwargs)  # type: ignore[attr-defined]
+        return fn
+
+    return attach
+
+
+def _models(routes: Sequence[BaseRoute], error_model: type[BaseModel]) -> list[type[BaseModel]]:
+    found: dict[str, type[BaseModel]] = {error_model.__name__: error_model}
+    for route in routes:
+        op = getattr(getattr(route, "endpoint", None), "__openapi__", None)
+        if op is None:
+            continue
+        for model in [op.body, *op.responses.values()]:
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                found[model.__name__] = model
+    return list(found.values())
+
+
+def _content(
+    model: type[BaseModel] | dict[str, Any] | str | None,
+    media: str,
+    refs: dict[type[BaseModel], dict[str, Any]],
+) -> dict[str, Any]:
+    if model is None:
+        return {}
+    if isinstance(model, str):
+        return {media: {"schema": {"type": "string"}}}
+    schema = model if isinstance(model, dict) else refs[model]
+    return {media: {"schema": schema}}
+
+
+def build_spec(
+    routes: Sequence[BaseRoute], *, title: str, version: str, description: str, error_model: type[BaseModel]
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every described route."""
+    models = _models(routes, error_model)
+    # One schema per model: what the API sends (serialization); request bodies validate the same
+    # shapes, and pydantic names generic models (Page[Execution[Any]]) for us.
+    mapping, schemas = models_json_schema(
+        [(m, "serialization") for m in models], ref_template=REF, by_alias=True
+    )
+    refs = {model: mapping[(model, "serialization")] for model in models}
+    components = schemas.get("$defs", {})
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        if not isinstance(route, Route):
+            continue
+        op: Operation | None = getattr(route.endpoint, "__openapi__", None)
+        if op is None:
+            continue
+        parameters: list[dict[str, Any]] = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in route.param_convertors
+        ]
+        parameters += [
+            {
+                "name": p.name,
+                "in": "query",
+                "required": p.required,
+                "description": p.description,
+                "schema": p.schema,
+            }
+            for p in op.query
+        ]
+        parameters += [
+            {
+                "name": p.name,
+                "in": "header",
+                "required": p.required,
+                "description": p.description,
+                "schema": p.schema,
+            }
+            for p in op.headers
+        ]
+        responses: dict[str, Any] = {}
+        for status, model in op.responses.items():
+            media = op.media.get(status, "application/json")
+            entry: dict[str, Any] = {"description": "OK" if status < 300 else ERROR_TEXT.get(status, "")}
+            content = _content(model, media, refs)
+            if content:
+                entry["content"] = content
+            responses[str(status)] = entry
+        for status in op.errors:
+            responses.setdefault(
+                str(status),
+                {
+                    "description": ERROR_TEXT[status],
+                    "content": _content(error_model, "application/json", refs),
+                },
+            )
+        spec: dict[str, Any] = {
+            "summary": op.summary,
+            "tags": [op.tag],
+            "operationId": f"{route.name}",
+            "parameters": parameters,
+            "responses": responses,
+        }
+        if op.body is not None:
+            spec["requestBody"] = {"required": True, "content": _content(op.body, "application/json", refs)}
+        if not op.auth:
+            spec["security"] = []
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            paths.setdefault(_path(route.path), {})[method.lower()] = spec
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version, "description": description},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+def _path(path: str) -> str:
+    return path  # Starlette's "{name}" placeholders are OpenAPI's already
+
+
+def render_html(spec: dict[str, Any]) -> str:
+    """A docs page with everything inline: no script, no stylesheet, no CDN."""
+    info = spec["info"]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(info['title'])}</title>",
+        "<style>body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em}"
+        "code,pre{background:#f4f4f4;padding:.1em .3em;border-radius:3px}pre{padding:.6em;overflow:auto}"
+        ".m{display:inline-block;min-width:4.5em;font-weight:bold}details{margin:.3em 0}"
+        "h2{border-bottom:1px solid #ddd}</style></head><body>",
+        f"<h1>{html.escape(info['title'])} <small>{html.escape(info['version'])}</small></h1>",
+        f"<p>{html.escape(info['description'])}</p>",
+        "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a></p>",
+    ]
+    by_tag: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            by_tag.setdefault(op["tags"][0], []).append((method, path, op))
+    for tag, ops in by_tag.items():
+        parts.append(f"<h2>{html.escape(tag)}</h2>")
+        for method, path, op in ops:
+            parts.append(
+                f"<details><summary><span class='m'>{method.upper()}</span> <code>{html.escape(path)}</code> "
+                f"{html.escape(op['summary'])}</summary>"
+            )
+            if op["parameters"]:
+                rows = "".join(
+                    f"<li><code>{html.escape(p['name'])}</code> ({p['in']}) "
+                    f"{html.escape(p.get('description', ''))}</li>"
+                    for p in op["parameters"]
+                )
+                parts.append(f"<p>Parameters</p><ul>{rows}</ul>")
+            if "requestBody" in op:
+                parts.append(f"<p>Body</p><pre>{html.escape(json.dumps(op['requestBody'], indent=1))}</pre>")
+            codes = "".join(
+                f"<li><b>{code}</b> {html.escape(resp.get('description', ''))}</li>"
+                for code, resp in sorted(op["responses"].items())
+            )
+            parts.append(f"<p>Responses</p><ul>{codes}</ul></details>")
+    parts.append("<h2>Schemas</h2>")
+    for name, schema in spec["components"]["schemas"].items():
+        parts.append(
+            f"<details><summary><code>{html.escape(name)}</code></summary>"
+            f"<pre>{html.escape(json.dumps(schema, indent=1))}</pre></details>"
+        )
+    parts.append("</body></html>")
+    return "".join(parts)
