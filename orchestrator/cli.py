@@ -185,3 +185,24 @@ def _register_client_commands() -> None:
 
 
 _register_client_commands()
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="Small sizes, one repeat: under a minute.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (every key, median, plus detail).")
+@click.option("--only", multiple=True, help="Run only these scenarios (repeat).")
+@click.option("--repeats", type=int, default=None, help="Repeats per scenario (default 1 quick, 3 full).")
+def bench(quick: bool, as_json: bool, only: tuple[str, ...], repeats: int | None) -> None:
+    """Measure throughput and latency as ratios against raw arq and raw aiohttp, in one run."""
+    import uvloop
+
+    from .bench.report import run_all, show
+    from .bench.scenarios import SCENARIOS
+
+    unknown = [name for name in only if name not in SCENARIOS]
+    if unknown:
+        raise click.BadParameter(
+            f"unknown scenario(s) {unknown}; choose from {sorted(SCENARIOS)}", param_hint="--only"
+        )
+    result = uvloop.run(run_all(quick=quick, only=only, repeats=repeats or (1 if quick else 3)))
+    show(result, as_json=as_json)
