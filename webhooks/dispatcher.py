@@ -247,6 +247,9 @@ class Dispatcher:
     # ----- due deliveries -> attempts ----------------------------------------------------------
 
     async def _deliver_once(self) -> None:
+        # Cleared before looking, not before sleeping: a wake-up that arrives while we look must
+        # cut the next sleep short, or a fresh delivery waits for the idle poll.
+        self._wake.clear()
         now = self.clock()
         started = 0
         for endpoint_id in await self.deliveries.due_endpoints(now):
@@ -268,7 +271,6 @@ class Dispatcher:
         wait = 1.0 if next_due is None else min(1.0, max(0.0, (next_due - self.clock()) / 1000))
         if next_due is not None and next_due <= now:
             wait = self.settings.idle_poll_seconds  # due work exists but every such endpoint is saturated
-        self._wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), wait)
 

@@ -45,9 +45,7 @@ def ms(timestamp: str) -> float:
     return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
-async def until(
-    condition: Callable[[], Awaitable[bool]], limit: float = 120.0, every: float = 0.005
-) -> None:
+async def until(condition: Callable[[], Awaitable[bool]], limit: float = 120.0, every: float = 0.005) -> None:
     """Wait for `condition` (a bench never waits forever)."""
     deadline = time.monotonic() + limit
     while not await condition():
@@ -244,13 +242,24 @@ async def scenario_latency(quick: bool) -> Figures:
             from ..client import AsyncClient
 
             async with AsyncClient(stack.url, api_key=KEY) as client:
-                waits, polls, starts = [], [], []
+                waits: list[float] = []
+                polls: list[float] = []
+                starts: list[float] = []
+                # Light load: one no-op run at a time; every transition is a webhook.
+                ids = []
+                for _ in range(n):
+                    ids.append((await client.flows.run("bench-noop", {})).id)
+                    await asyncio.sleep(0.02)
+                for run_id in ids:
+                    done = await client.runs.wait_for_completion(run_id, timeout=60)
+                    starts.append((done.started_at - done.created_at).total_seconds())  # type: ignore[operator]
+                await until(lambda: _arrived(receiver, 3 * n), limit=60)
+                notify = [at - ms(json.loads(body)["timestamp"]) for at, body in receiver.arrivals]
 
                 async def pushed() -> None:
                     ex = await client.flows.run("bench-sleep", {"seconds": random.uniform(0.05, 1.0)})
                     done = await client.runs.wait_for_completion(ex.id, timeout=60)
                     waits.append(time.time() - done.completed_at.timestamp())  # type: ignore[union-attr]
-                    starts.append((done.started_at - done.created_at).total_seconds())  # type: ignore[operator]
 
                 async def polled() -> None:
                     ex = await client.flows.run("bench-sleep", {"seconds": random.uniform(0.05, 1.0)})
@@ -261,10 +270,8 @@ async def scenario_latency(quick: bool) -> Figures:
                             return
                         await asyncio.sleep(1.0)
 
-                for _ in range(n // 10):  # light load: 10 at a time
+                for _ in range(max(1, n // 10)):  # 5 waiting and 5 polling clients at a time
                     await asyncio.gather(*(pushed() for _ in range(5)), *(polled() for _ in range(5)))
-            await asyncio.sleep(0.5)
-            notify = [at - ms(json.loads(body)["timestamp"]) for at, body in receiver.arrivals]
         finally:
             await receiver.stop()
     return {
@@ -277,6 +284,10 @@ async def scenario_latency(quick: bool) -> Figures:
         "wait_vs_poll_p50": pct(polls, 50) / max(pct(waits, 50), 1e-6),
         "create_to_running_p50_ms": pct(starts, 50) * 1000,
     }
+
+
+async def _arrived(receiver: Receiver, count: int) -> bool:
+    return len(receiver.arrivals) >= count
 
 
 async def load(
