@@ -194,9 +194,15 @@ _register_client_commands()
 @click.option("--repeats", type=int, default=None, help="Repeats per scenario (default 1 quick, 3 full).")
 def bench(quick: bool, as_json: bool, only: tuple[str, ...], repeats: int | None) -> None:
     """Measure throughput and latency as ratios against raw arq and raw aiohttp, in one run."""
+    import logging
+
     import uvloop
 
     from .bench.report import run_all, show
+
+    logging.getLogger().setLevel(
+        logging.WARNING
+    )  # the bench writes runs itself; one log line each would skew it
     from .bench.scenarios import SCENARIOS
 
     unknown = [name for name in only if name not in SCENARIOS]
