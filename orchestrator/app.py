@@ -19,12 +19,11 @@ from starlette.routing import Route
 from webhooks.apidoc import build_spec, render_html
 from webhooks.deliveries import DeliveryStore
 from webhooks.endpoints import EndpointStore
-from webhooks.errors import WebhookError
+from webhooks.errors import HTTPError
 from webhooks.routes import WebhookAPI
 
 from . import __version__, events
 from .auth import KeyRing
-from .errors import OrchestratorError
 from .models import ErrorBody, ErrorDetail
 from .parsing import field_errors, read_json
 from .registry import Registry, load_registry
@@ -56,7 +55,7 @@ def error_response(
 
 
 async def _on_error(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, OrchestratorError | WebhookError):
+    if isinstance(exc, HTTPError):
         return error_response(exc.status_code, exc.code, exc.message, exc.details)
     if isinstance(exc, HTTPException):
         code = _HTTP_CODES.get(exc.status_code, "error")
@@ -149,8 +148,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         exception_handlers={
             Exception: _on_error,
             HTTPException: _on_error,
-            OrchestratorError: _on_error,
-            WebhookError: _on_error,
+            HTTPError: _on_error,
             RedisConnectionError: _on_error,
             RedisTimeoutError: _on_error,
         },

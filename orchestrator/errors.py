@@ -21,17 +21,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from webhooks.errors import HTTPError
 
-class OrchestratorError(Exception):
+
+class OrchestratorError(HTTPError):
     """Root of the server's errors; rendered by the one handler in ``app.py``."""
-
-    status_code = 500
-    code = "internal"
-
-    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details or {}
 
 
 class InvalidJSON(OrchestratorError):

@@ -9,18 +9,12 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
 
 from webhooks.models import Timestamp
+from webhooks.models import WireModel as ApiModel  # camelCase on the wire, Python names accepted too
 
 OutputT = TypeVar("OutputT")
 ItemT = TypeVar("ItemT")
-
-
-class ApiModel(BaseModel):
-    """Base of every wire model: camelCase aliases, Python names accepted too."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
 class ExecutionStatus(StrEnum):

@@ -162,7 +162,7 @@ def _validate_input(flow: Flow, value: Any, prefix: str) -> str:
     return data.model_dump_json(by_alias=True)
 
 
-async def _claim_ids(request: Request, *, tenant: str, route: str, document: Any, count: int) -> Claim:
+async def _claim_ids(request: Request, *, tenant: str, route: str, body: BaseModel, count: int) -> Claim:
     """Fresh run ids, or with an Idempotency-Key the ids of the first request that used it."""
     ids = [new_id("exec") for _ in range(count)]
     header = request.headers.get("idempotency-key")
@@ -173,7 +173,7 @@ async def _claim_ids(request: Request, *, tenant: str, route: str, document: Any
         request.app.state.redis,
         tenant=tenant,
         key=check_key(header),
-        fp=fingerprint(route, document),
+        fp=fingerprint(route, body.model_dump(mode="json")),  # only paid for when a key is sent
         run_ids=ids,
         ttl=settings.idempotency_ttl_seconds,
     )
@@ -196,9 +196,7 @@ async def create_run(request: Request) -> Response:
     input_json = _validate_input(flow, body.input, "input")
     webhook_json = await _webhook_json(body, settings)
     wait = prefer_wait(request)
-    got = await _claim_ids(
-        request, tenant=tenant, route=f"runs:{flow.id}", document=body.model_dump(mode="json"), count=1
-    )
+    got = await _claim_ids(request, tenant=tenant, route=f"runs:{flow.id}", body=body, count=1)
     run = await _store(request).create(
         tenant=tenant,
         flow_id=flow.id,
@@ -246,7 +244,7 @@ async def create_batch(request: Request) -> Response:
         request,
         tenant=tenant,
         route=f"batch:{flow.id}",
-        document=body.model_dump(mode="json"),
+        body=body,
         count=len(inputs),
     )
     items = [

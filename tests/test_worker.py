@@ -145,14 +145,15 @@ async def test_sweep_enqueues_a_run_whose_job_was_lost(
     await wait_for(ended, timeout=15)
 
 
-async def test_killed_worker_is_reaped_and_the_run_retried(
-    redis_url: str, registry: Registry, redis: Redis
-) -> None:
-    settings = make_settings(redis_url, lease_seconds=1.0, max_attempts=3)
+async def kill_worker_mid_run(
+    redis_url: str, registry: Registry, redis: Redis, *, max_attempts: int, data: dict
+) -> Execution:
+    """Start a worker process, SIGKILL it while a `slow` run is running, let another worker finish."""
+    settings = make_settings(redis_url, lease_seconds=1.0, max_attempts=max_attempts)
     store = make_store(redis, settings)
     proc = spawn(settings, "worker")
     try:
-        run = await store.create(tenant="a", flow_id="slow", input_json=json.dumps({"seconds": 1.5}))
+        run = await store.create(tenant="a", flow_id="slow", input_json=json.dumps(data))
 
         async def running() -> bool:
             return (await store.get(run.id, tenant="a")).metrics.steps_run == 1
@@ -168,35 +169,23 @@ async def test_killed_worker_is_reaped_and_the_run_retried(
             return got if got.status.terminal else None
 
         done: Execution = await wait_for(ended, timeout=30)
+    return done
+
+
+async def test_killed_worker_is_reaped_and_the_run_retried(
+    redis_url: str, registry: Registry, redis: Redis
+) -> None:
+    done = await kill_worker_mid_run(redis_url, registry, redis, max_attempts=3, data={"seconds": 1.5})
     assert done.status is S.success and done.attempt == 2
-    events = [json.loads(e["body"])["data"] for e in await outbox(redis) if e["subject"] == run.id]
+    events = [json.loads(e["body"])["data"] for e in await outbox(redis) if e["subject"] == done.id]
     running_attempts = [(d["status"], d["attempt"]) for d in events if d["status"] == "running"]
     assert ("running", 1) in running_attempts and ("running", 2) in running_attempts
 
 
 async def test_last_attempt_lost_ends_worker_lost(redis_url: str, registry: Registry, redis: Redis) -> None:
-    settings = make_settings(redis_url, lease_seconds=1.0, max_attempts=1)
-    store = make_store(redis, settings)
-    proc = spawn(settings, "worker")
-    try:
-        run = await store.create(
-            tenant="a", flow_id="slow", input_json=json.dumps({"seconds": 60, "partial": {"p": 1}})
-        )
-
-        async def running() -> bool:
-            return (await store.get(run.id, tenant="a")).metrics.steps_run == 1
-
-        await wait_for(running, timeout=20)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    async with running_worker(settings, registry):
-
-        async def ended() -> Execution | None:
-            got = await store.get(run.id, tenant="a")
-            return got if got.status.terminal else None
-
-        done: Execution = await wait_for(ended, timeout=30)
+    done = await kill_worker_mid_run(
+        redis_url, registry, redis, max_attempts=1, data={"seconds": 60, "partial": {"p": 1}}
+    )
     assert done.status is S.failed and done.error is not None and done.error.code == "worker_lost"
     assert done.output == {"p": 1} and done.attempt == 1
 

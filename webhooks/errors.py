@@ -1,10 +1,11 @@
 """Errors of the webhook service; each knows its HTTP status and API code.
 
-WebhookError                    500 internal
-├── EndpointNotFound            404 not_found
-├── DeliveryNotFound            404 not_found
-├── InvalidEndpoint             422 validation_error   (details list each bad field)
-└── DeliveryConflict            409 conflict
+HTTPError                       the shape every API error has (also the orchestrator's root)
+└── WebhookError                500 internal
+    ├── EndpointNotFound        404 not_found
+    ├── DeliveryNotFound        404 not_found
+    ├── InvalidEndpoint         422 validation_error   (details list each bad field)
+    └── DeliveryConflict        409 conflict
 WebhookVerificationError        (receivers: a delivery that does not verify; see signing.py)
 """
 
@@ -13,8 +14,8 @@ from __future__ import annotations
 from typing import Any
 
 
-class WebhookError(Exception):
-    """Root of the service's errors; the mounting app renders them as API errors."""
+class HTTPError(Exception):
+    """An error that knows its HTTP status, API code, message and details; one handler renders it."""
 
     status_code = 500
     code = "internal"
@@ -23,6 +24,10 @@ class WebhookError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details or {}
+
+
+class WebhookError(HTTPError):
+    """Root of the webhook service's errors."""
 
 
 class EndpointNotFound(WebhookError):
