@@ -41,6 +41,8 @@ class Delivery:
     base: int
     tenant: str
     url: str
+    # Read together with the row when the delivery is taken (saves a round trip per attempt).
+    message: Message | None = None
 
     @property
     def attempt_number(self) -> int:
@@ -49,6 +51,13 @@ class Delivery:
 
 
 TEST_EVENT = "webhook.test"
+
+
+def _message(message_id: str, raw: dict[bytes, bytes]) -> Message | None:
+    if not raw:
+        return None
+    d = {k.decode(): v.decode() for k, v in raw.items()}
+    return Message(message_id, d["type"], d["tenant"], d["subject"], d["body"], int(d["created"]))
 
 
 def test_message(endpoint: Endpoint, *, now_ms: int, note: str) -> Message:
@@ -98,11 +107,7 @@ class DeliveryStore:
 
     async def message(self, message_id: str) -> Message | None:
         """One message, or None once expired."""
-        raw = await self.redis.hgetall(keys.message(message_id))
-        if not raw:
-            return None
-        d = {k.decode(): v.decode() for k, v in raw.items()}
-        return Message(message_id, d["type"], d["tenant"], d["subject"], d["body"], int(d["created"]))
+        return _message(message_id, await self.redis.hgetall(keys.message(message_id)))
 
     async def schedule(
         self,
@@ -164,9 +169,11 @@ class DeliveryStore:
         async with self.redis.pipeline(transaction=False) as pipe:
             for i in ids:
                 pipe.hgetall(keys.delivery(i.decode()))
+                pipe.hgetall(keys.message(i.decode().split(":", 1)[0]))
             rows = await pipe.execute()
         out = []
-        for raw_id, raw in zip(ids, rows, strict=True):
+        for n_row, raw_id in enumerate(ids):
+            raw, raw_message = rows[2 * n_row], rows[2 * n_row + 1]
             dlv_id = raw_id.decode()
             if not raw:  # the row is gone (endpoint deleted): drop the queue entry
                 await self.redis.zrem(keys.due(endpoint_id), dlv_id)
@@ -182,6 +189,7 @@ class DeliveryStore:
                     base=int(d.get("base", "0")),
                     tenant=d["tenant"],
                     url=d.get("url", ""),
+                    message=_message(d["msg"], raw_message),
                 )
             )
         return out

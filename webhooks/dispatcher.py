@@ -87,6 +87,7 @@ class Dispatcher:
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._maintenance_runs = 0
+        self._default_secrets: dict[str, str] = {}
         self.sent = 0
 
     # ----- lifecycle ---------------------------------------------------------------------------
@@ -260,10 +261,13 @@ class Dispatcher:
             if free <= 0:
                 continue  # this endpoint is saturated: its backlog waits in Redis, others go on
             claim_until = now + int(self.settings.claim_seconds * 1000)
-            for dlv in await self.deliveries.take(
+            taken = await self.deliveries.take(
                 endpoint_id, now_ms=now, n=min(free, free_global), claim_until_ms=claim_until
-            ):
-                self._start(dlv)
+            )
+            # One read of the endpoint for the whole batch (the URL and secrets of every attempt).
+            endpoint = await self._endpoint_or_none(endpoint_id) if taken and not taken[0].url else None
+            for dlv in taken:
+                self._start(dlv, endpoint)
                 started += 1
         if started:
             return
@@ -274,10 +278,16 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), wait)
 
-    def _start(self, dlv: Delivery) -> None:
+    async def _endpoint_or_none(self, endpoint_id: str) -> Endpoint | None:
+        try:
+            return await self.endpoints.get(endpoint_id)
+        except EndpointNotFound:
+            return None
+
+    def _start(self, dlv: Delivery, endpoint: Endpoint | None) -> None:
         self._in_flight[dlv.endpoint_id] += 1
         self._total += 1
-        task = asyncio.get_running_loop().create_task(self._attempt(dlv))
+        task = asyncio.get_running_loop().create_task(self._attempt(dlv, endpoint))
         self._tasks.add(task)
 
         def done(t: asyncio.Task[None]) -> None:
@@ -290,28 +300,28 @@ class Dispatcher:
 
         task.add_done_callback(done)
 
-    async def _attempt(self, dlv: Delivery) -> None:
+    async def _attempt(self, dlv: Delivery, endpoint: Endpoint | None) -> None:
         try:
-            await self._attempt_unguarded(dlv)
+            await self._attempt_unguarded(dlv, endpoint)
         except asyncio.CancelledError:
             raise
         except Exception:
             # The claim deadline makes the delivery due again; nothing is lost.
             logger.exception("delivery %s could not be processed; it will be retried", dlv.id)
 
-    async def _attempt_unguarded(self, dlv: Delivery) -> None:
-        message = await self.deliveries.message(dlv.message_id)
+    async def _attempt_unguarded(self, dlv: Delivery, endpoint: Endpoint | None) -> None:
+        message = dlv.message
         if message is None:
             await self._note(dlv, "message expired")
             return
-        endpoint: Endpoint | None = None
         if dlv.url:
             url = dlv.url
-            secrets = [await self.endpoints.default_secret(dlv.tenant)]
+            secret = self._default_secrets.get(dlv.tenant)
+            if secret is None:  # a tenant's default secret never changes: read it once
+                secret = self._default_secrets[dlv.tenant] = await self.endpoints.default_secret(dlv.tenant)
+            secrets = [secret]
         else:
-            try:
-                endpoint = await self.endpoints.get(dlv.endpoint_id)
-            except EndpointNotFound:
+            if endpoint is None:  # deleted
                 await self.deliveries.drop(dlv)
                 return
             if not endpoint.enabled:
