@@ -44,6 +44,12 @@ class WakingWorker(Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.wake = asyncio.Event()
+        self._stop_requested = False
+
+    def request_stop(self) -> None:
+        """Leave the main loop after the current poll (nothing is cut off half-way); jobs go on."""
+        self._stop_requested = True
+        self.wake.set()
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
@@ -63,7 +69,7 @@ class WakingWorker(Worker):
         self.ctx["redis"] = self.pool
         if self.on_startup:
             await self.on_startup(self.ctx)
-        while True:
+        while not self._stop_requested:
             self.wake.clear()
             await self._poll_iteration()
             if self.burst:

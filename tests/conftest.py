@@ -147,9 +147,18 @@ async def running_worker(
     try:
         yield worker
     finally:
-        task.cancel()
+        # Stop the way a deploy would: no new jobs, let running ones end, cancel only the laggards
+        # (cancelling arq or redis-py mid-pipeline leaks connections).
+        worker.request_stop()
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            await asyncio.wait_for(task, 10)
+        jobs = [t for t in worker.tasks.values() if not t.done()]
+        if jobs:
+            _, late = await asyncio.wait(jobs, timeout=3)
+            for job in late:
+                job.cancel()
+            await asyncio.gather(*jobs, return_exceptions=True)
+        worker.tasks.clear()
         await worker.close()
 
 
