@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from arq.constants import job_key_prefix, result_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
@@ -31,15 +31,16 @@ def job_payload(run_id: str, attempt: int, *, now_ms: int | None = None) -> byte
 
 
 async def enqueue_run(redis: Redis, run_id: str, attempt: int, *, queue_name: str) -> bool:
-    """Enqueue `attempt` of `run_id` unless that job already exists; wake idle workers if it was new."""
+    """Make sure `attempt` of `run_id` runs now (see scripts.ENQUEUE); True if the job was created."""
     now = int(time.time() * 1000)
     jid = keys.job_id(run_id, attempt)
     done = await redis.eval(
         scripts.ENQUEUE,
-        3,
+        4,
         job_key(jid),
         result_key(jid),
         queue_name,
+        in_progress_key_prefix + jid,
         job_payload(run_id, attempt, now_ms=now),
         jid,
         now,

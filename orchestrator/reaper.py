@@ -59,8 +59,14 @@ async def sweep(
         ):
             await store.drop_pending(run_id)
             continue
-        if await enqueue_run(pool, run_id, stored.run.attempt, queue_name=queue_name):
-            result.requeued += 1
-            logger.warning("run %s attempt %d was never enqueued; enqueued now", run_id, stored.run.attempt)
+        created = await enqueue_run(pool, run_id, stored.run.attempt, queue_name=queue_name)
+        result.requeued += 1
+        logger.warning(
+            "run %s attempt %d had not started after %.0fs; its job was %s",
+            run_id,
+            stored.run.attempt,
+            store.requeue_ms / 1000,
+            "created" if created else "released again",
+        )
         await store.postpone_pending(run_id)
     return result

@@ -128,12 +128,21 @@ redis.call('HSET', KEYS[1], 'partial', ARGV[2])
 return 1
 """
 
-# Enqueue an arq job unless it exists (arq's own rule), and wake idle workers.
-# KEYS: 1 job key, 2 result key, 3 queue. ARGV: 1 payload, 2 job id, 3 score ms, 4 expiry ms, 5 wake channel.
+# Make sure an attempt's arq job will run: used only for attempts that should have started long
+# ago. A claim left by a worker that lost the job (it died, or Redis went away between arq's claim
+# and our start) is dropped so that arq runs the job again now, not after its job timeout; a job
+# that exists is put back in the queue; a missing one is created. Starting twice is harmless: the
+# start transition is a compare-and-set.
+# KEYS: 1 job key, 2 result key, 3 queue, 4 arq in-progress key.
+# ARGV: 1 payload, 2 job id, 3 score ms, 4 expiry ms, 5 wake channel. Returns 1 if created.
 ENQUEUE = """
-if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+redis.call('DEL', KEYS[4])
+local created = 0
+if redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
+  created = 1
+end
+redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[2])
 redis.call('PUBLISH', ARGV[5], '1')
-return 1
+return created
 """

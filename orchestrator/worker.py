@@ -10,6 +10,7 @@ from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings, create_pool
 from arq.worker import Worker, func
+from redis.exceptions import RedisError
 
 from webhooks.metrics import MetricsBuffer
 
@@ -69,9 +70,18 @@ class WakingWorker(Worker):
         self.ctx["redis"] = self.pool
         if self.on_startup:
             await self.on_startup(self.ctx)
+        outage = 0.0
         while not self._stop_requested:
             self.wake.clear()
-            await self._poll_iteration()
+            try:
+                await self._poll_iteration()
+            except (RedisError, OSError) as exc:  # incl. WatchError raised for a lost connection
+                # Redis is down or restarting: keep the process, retry with backoff (arq would exit).
+                outage = min(max(outage * 2, 0.1), 5.0)
+                logger.warning("worker cannot reach Redis (%s); retrying in %.1fs", exc, outage)
+                await asyncio.sleep(outage)
+                continue
+            outage = 0.0
             if self.burst:
                 if 0 <= self.max_burst_jobs <= self._jobs_started():
                     await asyncio.gather(*self.tasks.values())

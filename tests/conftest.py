@@ -191,12 +191,18 @@ def subprocess_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def spawn(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
-    """Start `python -m orchestrator ARGS` with `settings` in its environment."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", *args],
-        env=subprocess_env(settings),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+def spawn(settings: Settings, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start `python -m orchestrator ARGS` with `settings` in its environment (stderr to `log`)."""
+    command = [sys.executable, "-m", "orchestrator", *args]
+    if log is None:
+        return subprocess.Popen(
+            command,
+            env=subprocess_env(settings),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    with log.open("ab") as err:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            command, env=subprocess_env(settings), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err
+        )

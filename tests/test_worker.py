@@ -210,3 +210,18 @@ async def test_a_lost_attempt_unwinding_does_not_untrack_the_next_one(
 
         done: Execution = await wait_for(ended, timeout=30)
     assert done.status is S.success and done.attempt == 2
+
+
+async def test_a_job_claimed_by_a_worker_that_lost_it_runs_again_soon(
+    store: RunStore, worker: WakingWorker, redis: Redis
+) -> None:
+    # Regression: a worker that claimed a job and then lost it (it died, or Redis went away before
+    # our start transition) left arq's in-progress claim behind; the sweep's enqueue was a no-op
+    # and the run stayed queued until arq's job timeout (minutes).
+    run = await store.create(tenant="a", flow_id="echo", input_json='{"text":"x"}')
+    await redis.set(f"arq:in-progress:{keys.job_id(run.id, 1)}", b"1", px=600_000)
+
+    async def ended() -> bool:
+        return (await store.get(run.id, tenant="a")).status is S.success
+
+    await wait_for(ended, timeout=15)
