@@ -88,6 +88,7 @@ class Dispatcher:
         self._stopping = False
         self._maintenance_runs = 0
         self._default_secrets: dict[str, str] = {}
+        self._recheck_own = True  # entries this consumer name read before a restart, if any
         self.sent = 0
 
     # ----- lifecycle ---------------------------------------------------------------------------
@@ -163,15 +164,25 @@ class Dispatcher:
     # ----- outbox -> deliveries ----------------------------------------------------------------
 
     async def _outbox_once(self) -> None:
-        reply = await self.redis.xreadgroup(
-            self.settings.group,
-            self.consumer,
-            {OUTBOX_STREAM: ">"},
-            count=self.settings.outbox_batch,
-            block=1000,
-        )
-        for _stream, entries in reply or []:
-            await self.fan_out(entries)
+        # After a failure (e.g. Redis restarted between our read and our ack), first take back our
+        # own unacknowledged entries ("0"), rather than leave them for the idle reclaim (30 s).
+        own = self._recheck_own
+        try:
+            reply = await self.redis.xreadgroup(
+                self.settings.group,
+                self.consumer,
+                {OUTBOX_STREAM: "0" if own else ">"},
+                count=self.settings.outbox_batch,
+                block=None if own else 1000,
+            )
+            entries = [e for _stream, batch in reply or [] for e in batch if e[1]]
+            if entries:
+                await self.fan_out(entries)
+            elif own:
+                self._recheck_own = False
+        except Exception:
+            self._recheck_own = True
+            raise
 
     async def fan_out(self, entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> int:
         """Record one delivery per matching endpoint for each outbox entry, then acknowledge them."""

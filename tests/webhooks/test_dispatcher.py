@@ -494,3 +494,22 @@ async def test_a_note_for_an_unsendable_delivery_is_not_an_attempt(redis: Redis,
     assert view.attempts[0].error == "endpoint disabled (by hand)" and view.attempts[0].status_code is None
     assert await redis.hget(keys.delivery(keys.delivery_id(msg_id, ep_id)), "attempts") == b"0"
     assert receiver.requests == []
+
+
+async def test_a_restarted_dispatcher_takes_back_its_own_unacknowledged_entries(
+    redis: Redis, receiver: Receiver
+) -> None:
+    # Regression: entries this consumer read before Redis (or the process) went away were left for
+    # the idle reclaim (30 s) instead of being processed at once.
+    await endpoint(redis, receiver.url)
+    await redis.xgroup_create(OUTBOX_STREAM, "dispatchers", id="0", mkstream=True)
+    msg_id = await publish(redis)
+    await redis.xreadgroup("dispatchers", "me", {OUTBOX_STREAM: ">"}, count=10)  # read, never acked
+    settings = FAST.__class__(**{**FAST.__dict__, "reclaim_idle_seconds": 3600.0})
+    dispatcher = Dispatcher(settings, redis, default_events=("execution.success",), consumer="me")
+    task = asyncio.get_running_loop().create_task(dispatcher.run())
+    try:
+        await wait_for(lambda: receiver.ids() == [msg_id], timeout=10)
+    finally:
+        await dispatcher.stop()
+        await task
