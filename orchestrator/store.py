@@ -52,6 +52,11 @@ class Stored:
     partial_json: str | None = None
     webhook_json: str | None = None
 
+    @property
+    def partial(self) -> Any:
+        """The flow's last saved partial output (reported by a cancel or a lost worker), or None."""
+        return json.loads(self.partial_json) if self.partial_json else None
+
 
 @dataclass
 class NewRun:
@@ -440,8 +445,7 @@ class RunStore:
         """Cancel a queued or running execution, keeping its saved partial output."""
 
         def plan(stored: Stored) -> _Plan:
-            partial = json.loads(stored.partial_json) if stored.partial_json else None
-            run = advance(stored.run, S.cancelled, now=self.clock(), output=partial)
+            run = advance(stored.run, S.cancelled, now=self.clock(), output=stored.partial)
             return _Plan(
                 run=run,
                 event_type=events.status_event(S.cancelled),
@@ -464,13 +468,12 @@ class RunStore:
             if run.status is not S.running:
                 return None
             if run.attempt >= max_attempts:
-                partial = json.loads(stored.partial_json) if stored.partial_json else None
                 error = ExecutionError(
                     code="worker_lost",
                     message=f"the worker running attempt {run.attempt} stopped responding",
                     details={"attempts": run.attempt},
                 )
-                done = advance(run, S.failed, now=now, output=partial, error=error)
+                done = advance(run, S.failed, now=now, output=stored.partial, error=error)
                 return _Plan(
                     run=done,
                     event_type=events.status_event(S.failed),

@@ -105,10 +105,6 @@ class DeliveryStore:
                 pipe.pexpire(key, self.failed_ttl_ms)
             await pipe.execute()
 
-    async def message(self, message_id: str) -> Message | None:
-        """One message, or None once expired."""
-        return _message(message_id, await self.redis.hgetall(keys.message(message_id)))
-
     async def schedule(
         self,
         entries: Sequence[tuple[str, str, int, str, str]],

@@ -4,8 +4,7 @@ HTTPError                       the shape every API error has (also the orchestr
 └── WebhookError                500 internal
     ├── EndpointNotFound        404 not_found
     ├── DeliveryNotFound        404 not_found
-    ├── InvalidEndpoint         422 validation_error   (details list each bad field)
-    └── DeliveryConflict        409 conflict
+    └── InvalidEndpoint         422 validation_error   (details list each bad field)
 WebhookVerificationError        (receivers: a delivery that does not verify; see signing.py)
 """
 
@@ -56,10 +55,3 @@ class InvalidEndpoint(WebhookError):
         return cls(
             f"{name}: {message}", details={"fields": [{"field": name, "message": message, "type": kind}]}
         )
-
-
-class DeliveryConflict(WebhookError):
-    """The delivery cannot do that in its current state."""
-
-    status_code = 409
-    code = "conflict"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -127,8 +126,3 @@ class Stack:
             await self.redis.aclose()
         await asyncio.to_thread(self.children.stop)
         self.redis_server.stop()
-
-
-def python() -> str:
-    """The interpreter running the bench (children use the same)."""
-    return sys.executable
