@@ -3,7 +3,6 @@ reconnects without a restart, and no committed transition or delivery is lost.""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -106,7 +105,8 @@ async def test_processes_ride_out_a_redis_restart(tmp_path: Path) -> None:
             assert all(p.poll() is None for p in procs)  # nobody had to be restarted
             events = (await http.get(f"/v1/runs/{before[0]}/events")).json()["data"]
             assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
-            assert json.dumps(events)  # the log survived the restart too
+            # the log written before the outage survived the restart and goes on after it
+            assert events[0]["type"] == "execution.queued" and events[-1]["type"] == "execution.success"
     finally:
         await receiver.stop()
         for p in procs:
