@@ -482,7 +482,10 @@ class RunStore:
                     retention=True,
                     lease_expired_before=now_ms,
                 )
-            retried = advance(run, S.running, now=now, attempt=run.attempt + 1)
+            # The next attempt starts its steps over (stepsRun never passes stepsTotal); usage and
+            # cost stay, as the lost attempt really spent them.
+            metrics = run.metrics.model_copy(update={"steps_run": 0})
+            retried = advance(run, S.running, now=now, attempt=run.attempt + 1, metrics=metrics)
             return _Plan(
                 run=retried,
                 event_type=events.status_event(S.running),

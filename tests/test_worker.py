@@ -177,6 +177,7 @@ async def test_killed_worker_is_reaped_and_the_run_retried(
 ) -> None:
     done = await kill_worker_mid_run(redis_url, registry, redis, max_attempts=3, data={"seconds": 1.5})
     assert done.status is S.success and done.attempt == 2
+    assert done.metrics.steps_run == 2  # the slow flow has 2 steps: attempt 2 starts over (was 3)
     events = [json.loads(e["body"])["data"] for e in await outbox(redis) if e["subject"] == done.id]
     running_attempts = [(d["status"], d["attempt"]) for d in events if d["status"] == "running"]
     assert ("running", 1) in running_attempts and ("running", 2) in running_attempts
