@@ -206,3 +206,14 @@ def spawn(settings: Settings, *args: str, log: Path | None = None) -> subprocess
         return subprocess.Popen(
             command, env=subprocess_env(settings), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err
         )
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print what the fault suites measured (load held, faults injected, recovery times)."""
+    from tests.report import lines
+
+    found = lines()
+    if found:
+        terminalreporter.section("fault report")
+        for line in found:
+            terminalreporter.write_line(line)
