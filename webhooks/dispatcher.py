@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from . import keys
+from .consumers import Membership
 from .deliveries import Delivery, DeliveryStore, Message, test_message
 from .endpoints import EndpointStore, matches
 from .errors import EndpointNotFound
@@ -78,6 +79,9 @@ class Dispatcher:
             delivered_ttl_ms=settings.delivered_retention_seconds * 1000,
         )
         self.sender = Sender(settings)
+        self.membership = Membership(
+            redis, group=settings.group, consumer=self.consumer, liveness_seconds=settings.liveness_seconds
+        )
         self.metrics = MetricsBuffer(redis)
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -96,11 +100,14 @@ class Dispatcher:
     async def run(self) -> None:
         """Run the outbox, delivery and maintenance loops until stopped."""
         await self._ensure_group()
+        await self.membership.beat()  # before the first read makes this consumer a member
         loop = asyncio.get_running_loop()
         self._loops = [
             loop.create_task(self._forever("outbox", self._outbox_once)),
             loop.create_task(self._forever("deliveries", self._deliver_once)),
             loop.create_task(self._every(2.0, "maintenance", self._maintain)),
+            # Its own loop, so a slow probe in maintenance never lets the beacon lapse.
+            loop.create_task(self._every(self.settings.liveness_seconds / 3, "liveness", self._liveness)),
             loop.create_task(self.metrics.run(self._stop)),
         ]
         logger.info("dispatcher %s running", self.consumer)
@@ -133,6 +140,10 @@ class Dispatcher:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
         await self.sender.close()
+        try:
+            await self.membership.leave()
+        except Exception as exc:  # Redis gone: the beacon expires by itself
+            logger.warning("could not leave the consumer group cleanly (%s)", exc)
 
     async def _ensure_group(self) -> None:
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
@@ -410,6 +421,12 @@ class Dispatcher:
         self._maintenance_runs += 1
         if self._maintenance_runs % 300 == 1:  # about every ten minutes
             await self.trim_listings()
+
+    async def _liveness(self) -> None:
+        """Refresh our beacon; fan out what dispatchers whose beacon is gone left unacknowledged."""
+        await self.membership.beat()
+        async for entries in self.membership.orphans():
+            await self.fan_out(entries)
 
     async def _reclaim(self) -> None:
         """Take over outbox entries another (dead) dispatcher read but never acknowledged."""

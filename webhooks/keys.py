@@ -66,3 +66,8 @@ def progress_gate(endpoint_id: str, subject: str) -> str:
 def hook_endpoint_id(subject: str) -> str:
     """The pseudo endpoint of a one-subject webhook (a run's own `webhook: {url}`)."""
     return f"hook_{subject}"
+
+
+def dispatcher_alive(consumer: str) -> str:
+    """Set, with a short expiry, by a dispatcher as long as it lives: its liveness beacon."""
+    return f"{PREFIX}:dispatcher:{consumer}"

@@ -24,8 +24,10 @@ class DispatcherSettings:
     probe_schedule: tuple[float, ...] = (300.0, 1800.0, 3600.0, 3 * 3600.0, 6 * 3600.0)
     delivered_retention_seconds: int = 7 * 24 * 3600
     failed_retention_seconds: int = 14 * 24 * 3600
-    # An entry another dispatcher read but never acknowledged is taken over after this long.
+    # An entry another dispatcher read but never acknowledged is taken over after this long...
     reclaim_idle_seconds: float = 30.0
+    # ...or as soon as that dispatcher has not refreshed its liveness beacon for this long.
+    liveness_seconds: float = 5.0
     progress_interval_seconds: float = 0.5
     user_agent: str = "webhook-orchestrator/0.1 (+standard-webhooks)"
     response_body_bytes: int = 1024

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 
 import standardwebhooks.webhooks as standard
@@ -513,3 +514,56 @@ async def test_a_restarted_dispatcher_takes_back_its_own_unacknowledged_entries(
     finally:
         await dispatcher.stop()
         await task
+
+
+async def test_a_dead_dispatchers_entries_are_taken_over_once_its_beacon_lapses(
+    redis: Redis, receiver: Receiver
+) -> None:
+    # Entries a crashed dispatcher held used to wait for the idle reclaim (30 s); now any member
+    # that sees the dead one's liveness beacon gone claims them at once, then drops the dead member.
+    await endpoint(redis, receiver.url)
+    await redis.xgroup_create(OUTBOX_STREAM, "dispatchers", id="0", mkstream=True)
+    msg_id = await publish(redis)
+    await redis.xreadgroup("dispatchers", "dead-one", {OUTBOX_STREAM: ">"}, count=10)
+    settings = FAST.__class__(**{**FAST.__dict__, "reclaim_idle_seconds": 3600.0, "liveness_seconds": 0.6})
+    async with running_dispatcher(redis, settings) as dispatcher:
+        await wait_for(lambda: receiver.ids() == [msg_id], timeout=10)
+
+        async def members() -> set[str]:
+            return {m["name"].decode() for m in await redis.xinfo_consumers(OUTBOX_STREAM, "dispatchers")}
+
+        await wait_for(lambda: _without(members(), "dead-one"), timeout=10)
+        assert dispatcher.consumer in await members()
+    # a clean stop leaves the group too, beacon and all
+    assert await members() == set()
+    assert await redis.exists(keys.dispatcher_alive(dispatcher.consumer)) == 0
+
+
+async def _without(members: Awaitable[set[str]], name: str) -> bool:
+    return name not in await members
+
+
+async def test_a_live_dispatchers_entries_are_left_to_it(redis: Redis, receiver: Receiver) -> None:
+    await endpoint(redis, receiver.url)
+    await redis.xgroup_create(OUTBOX_STREAM, "dispatchers", id="0", mkstream=True)
+    await publish(redis)
+    await redis.xreadgroup("dispatchers", "busy", {OUTBOX_STREAM: ">"}, count=10)
+    await redis.set(keys.dispatcher_alive("busy"), b"1", px=60_000)  # slow, but alive
+    settings = FAST.__class__(**{**FAST.__dict__, "reclaim_idle_seconds": 3600.0, "liveness_seconds": 0.6})
+    async with running_dispatcher(redis, settings) as dispatcher:
+        beacon = keys.dispatcher_alive(dispatcher.consumer)
+        seen: list[int] = []
+
+        async def beaten_three_times() -> bool:
+            # each liveness pass refreshes our beacon (its TTL goes back up) after checking the others
+            ttl = await redis.pttl(beacon)
+            if not seen or ttl > seen[-1]:
+                seen.append(ttl)
+            else:
+                seen[-1] = ttl
+            return len(seen) > 3
+
+        await wait_for(beaten_three_times, timeout=10)
+    assert receiver.requests == []
+    pending = await redis.xpending_range(OUTBOX_STREAM, "dispatchers", "-", "+", 10)
+    assert [p["consumer"] for p in pending] == [b"busy"]

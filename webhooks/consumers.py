@@ -1,0 +1,94 @@
+"""Consumers: the dispatchers reading the outbox group, their liveness, and taking over a dead one.
+
+A dispatcher that dies holding outbox entries it read but never acknowledged would otherwise leave
+them until the idle reclaim (``reclaim_idle_seconds``, 30 s). Each dispatcher refreshes a beacon key
+with a short expiry; when a member's beacon is gone, any other member claims its entries at once,
+so a crash costs about ``liveness_seconds`` of delay instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from . import keys
+from .outbox import OUTBOX_STREAM
+
+logger = logging.getLogger(__name__)
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def _name(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Membership:
+    """One dispatcher's membership of the outbox consumer group."""
+
+    def __init__(
+        self, redis: Redis, *, group: str, consumer: str, liveness_seconds: float, batch: int = 200
+    ) -> None:
+        self.redis = redis
+        self.group = group
+        self.consumer = consumer
+        self.liveness_ms = int(liveness_seconds * 1000)
+        self.batch = batch
+
+    async def beat(self) -> None:
+        """Say this consumer is alive for the next `liveness_seconds`."""
+        await self.redis.set(keys.dispatcher_alive(self.consumer), b"1", px=self.liveness_ms)
+
+    async def leave(self) -> None:
+        """On a clean stop: drop the beacon, and the consumer itself if it holds nothing."""
+        await self.redis.delete(keys.dispatcher_alive(self.consumer))
+        with contextlib.suppress(ResponseError):  # NOGROUP: nothing to tidy
+            for member in await self.redis.xinfo_consumers(OUTBOX_STREAM, self.group):
+                if _name(member["name"]) == self.consumer and not member["pending"]:
+                    await self.redis.xgroup_delconsumer(OUTBOX_STREAM, self.group, self.consumer)
+
+    async def orphans(self) -> AsyncIterator[list[Entry]]:
+        """Claim, batch by batch, the unacknowledged entries of members whose beacon is gone.
+
+        A dead member with nothing pending is removed from the group. Claims require the entries
+        to have been idle for half the liveness window, so two survivors never both take a batch
+        (and if they did, a fan-out repeated finds the same delivery ids).
+        """
+        try:
+            members = await self.redis.xinfo_consumers(OUTBOX_STREAM, self.group)
+        except ResponseError:  # NOGROUP: the group is created by the dispatcher's loop
+            return
+        for member in members:
+            name = _name(member["name"])
+            if name == self.consumer or await self.redis.exists(keys.dispatcher_alive(name)):
+                continue
+            if not member["pending"]:
+                if member["idle"] > self.liveness_ms:
+                    await self.redis.xgroup_delconsumer(OUTBOX_STREAM, self.group, name)
+                continue
+            while True:
+                held = await self.redis.xpending_range(
+                    OUTBOX_STREAM, self.group, min="-", max="+", count=self.batch, consumername=name
+                )
+                if not held:
+                    break
+                claimed = await self.redis.xclaim(
+                    OUTBOX_STREAM,
+                    self.group,
+                    self.consumer,
+                    self.liveness_ms // 2,
+                    [h["message_id"] for h in held],
+                )
+                if not claimed:
+                    break  # another member took them first
+                logger.warning("took over %d outbox entries of dispatcher %s (gone)", len(claimed), name)
+                entries = [e for e in claimed if e and e[1]]
+                emptied = [e[0] for e in claimed if e and not e[1]]
+                if emptied:  # deleted from the stream meanwhile: nothing left to deliver
+                    await self.redis.xack(OUTBOX_STREAM, self.group, *emptied)
+                if entries:
+                    yield entries
