@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from webhooks.settings import DEFAULT_SCHEDULE, DispatcherSettings
+from webhooks.settings import DEFAULT_PROBE_SCHEDULE, DEFAULT_SCHEDULE, DispatcherSettings
 
 DEFAULT_RETRY_SCHEDULE = DEFAULT_SCHEDULE
 
@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     webhook_endpoint_concurrency: int = Field(default=10, ge=1)
     webhook_max_in_flight: int = Field(default=500, ge=1)
     webhook_disable_after_seconds: float = Field(default=5 * 24 * 3600, gt=0)
+    # Probes of an endpoint disabled for failing, seconds after it was disabled (the last repeats).
+    webhook_probe_schedule: tuple[float, ...] = DEFAULT_PROBE_SCHEDULE
     webhook_delivered_retention_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     webhook_failed_retention_seconds: int = Field(default=14 * 24 * 3600, gt=0)
 
@@ -56,7 +58,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: str = "text"
 
-    @field_validator("flows", "webhook_retry_schedule", mode="before")
+    @field_validator("flows", "webhook_retry_schedule", "webhook_probe_schedule", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         return _split(value)
@@ -79,6 +81,13 @@ class Settings(BaseSettings):
     def _non_negative(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if any(v < 0 for v in value):
             raise ValueError("retry delays must be >= 0")
+        return value
+
+    @field_validator("webhook_probe_schedule")
+    @classmethod
+    def _positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(v <= 0 for v in value):
+            raise ValueError("probe delays must be > 0, at least one")
         return value
 
     @classmethod
@@ -112,6 +121,7 @@ class Settings(BaseSettings):
             per_endpoint_in_flight=self.webhook_endpoint_concurrency,
             max_in_flight=self.webhook_max_in_flight,
             disable_after_seconds=self.webhook_disable_after_seconds,
+            probe_schedule=self.webhook_probe_schedule,
             delivered_retention_seconds=self.webhook_delivered_retention_seconds,
             failed_retention_seconds=self.webhook_failed_retention_seconds,
         )

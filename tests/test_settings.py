@@ -31,11 +31,19 @@ def test_round_trips_through_the_environment() -> None:
     assert Settings.from_env(s.to_env()) == s
 
 
+def test_probe_schedule_reaches_the_dispatcher() -> None:
+    s = Settings.from_env({"ORCH_WEBHOOK_PROBE_SCHEDULE": "0.5,2"})
+    assert s.dispatcher.probe_schedule == (0.5, 2.0)
+    assert Settings.from_env({}).dispatcher.probe_schedule[0] == 300.0
+
+
 @pytest.mark.parametrize(
     "env",
     [
         {"ORCH_API_KEYS": "nocolon"},
         {"ORCH_WEBHOOK_RETRY_SCHEDULE": "1,-1"},
+        {"ORCH_WEBHOOK_PROBE_SCHEDULE": "0"},
+        {"ORCH_WEBHOOK_PROBE_SCHEDULE": ""},
         {"ORCH_MAX_BODY_BYTES": "0"},
         {"ORCH_WEBHOOK_TIMEOUT": "x"},
     ],

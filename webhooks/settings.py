@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 DEFAULT_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+# Probes of an automatically disabled endpoint, in seconds after it was disabled (then the last repeats).
+DEFAULT_PROBE_SCHEDULE = (300.0, 1800.0, 3600.0, 3 * 3600.0, 6 * 3600.0)
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,7 @@ class DispatcherSettings:
     max_in_flight: int = 500
     # An endpoint failing without a single success for this long is disabled (then probed to heal).
     disable_after_seconds: float = 5 * 24 * 3600
-    probe_schedule: tuple[float, ...] = (300.0, 1800.0, 3600.0, 3 * 3600.0, 6 * 3600.0)
+    probe_schedule: tuple[float, ...] = DEFAULT_PROBE_SCHEDULE
     delivered_retention_seconds: int = 7 * 24 * 3600
     failed_retention_seconds: int = 14 * 24 * 3600
     # An entry another dispatcher read but never acknowledged is taken over after this long...
