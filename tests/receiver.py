@@ -52,12 +52,13 @@ class Receiver:
             return web.Response(status=status, headers=headers, text="scripted")
         return web.Response(status=answer, text=f"answer {answer}")
 
-    async def start(self) -> Receiver:
+    async def start(self, port: int = 0) -> Receiver:
+        """Listen on loopback (`port`, or a free one); a stopped receiver can start again on its port."""
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{port}/hook"
