@@ -20,7 +20,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import keys
 from .consumers import Membership
@@ -405,7 +407,23 @@ class Dispatcher:
     async def _record(
         self, dlv: Delivery, attempt: Attempt, status: DeliveryStatus, next_ms: int | None = None
     ) -> None:
-        await self.deliveries.record(dlv, attempt, status=status, next_ms=next_ms)
+        """Write down an attempt that happened, riding out a Redis outage while our claim lasts.
+
+        Giving up at once would leave the delivery claimed until the claim expires (timeout +
+        15 s) and then send it again, a duplicate of an attempt the receiver may have accepted.
+        """
+        deadline = time.monotonic() + self.settings.claim_seconds - self.settings.timeout - 1.0
+        delay = 0.1
+        while True:
+            try:
+                await self.deliveries.record(dlv, attempt, status=status, next_ms=next_ms)
+                return
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                logger.warning("recording delivery %s failed (%s); retrying in %.1fs", dlv.id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     async def _note(self, dlv: Delivery, why: str) -> None:
         """Fail a delivery that could not be sent at all; logged, but not counted as an attempt."""

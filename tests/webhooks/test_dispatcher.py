@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import standardwebhooks.webhooks as standard
 import svix.webhooks as svix_webhooks
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from orchestrator.embedded import EmbeddedRedis
 from tests.conftest import wait_for
 from tests.receiver import Receiver, hang
 from tests.webhooks.conftest import FAST, running_dispatcher
@@ -567,3 +572,48 @@ async def test_a_live_dispatchers_entries_are_left_to_it(redis: Redis, receiver:
     assert receiver.requests == []
     pending = await redis.xpending_range(OUTBOX_STREAM, "dispatchers", "-", "+", 10)
     assert [p["consumer"] for p in pending] == [b"busy"]
+
+
+async def test_an_attempt_made_while_redis_goes_away_is_recorded_once_it_is_back(tmp_path: Path) -> None:
+    # Regression: a dispatcher that could not write down an attempt (Redis gone just then) dropped
+    # it; the delivery stayed claimed for timeout + 15 s and was then sent again, a duplicate of an
+    # attempt the receiver had accepted. Now the record is retried while the claim lasts.
+    server = EmbeddedRedis(data_dir=tmp_path / "aof", appendfsync="always")
+    server.start()
+    restarted: list[asyncio.Task[None]] = []
+
+    async def crash_redis_then_accept(request: web.Request) -> web.StreamResponse:
+        if not restarted:
+            assert server.proc is not None
+            os.kill(server.proc.pid, signal.SIGKILL)
+            server.proc.wait()
+
+            async def back_soon() -> None:
+                await asyncio.sleep(1.0)  # the outage the record has to ride out
+                server.stop()
+                await asyncio.to_thread(server.start)
+
+            restarted.append(asyncio.create_task(back_soon()))
+        return web.Response(status=200)
+
+    receiver = await Receiver(default=crash_redis_then_accept).start()
+    redis = Redis.from_url(server.url)
+    try:
+        ep_id, _ = await endpoint(redis, receiver.url)
+        msg_id = await publish(redis)
+        async with running_dispatcher(redis):
+
+            async def recorded() -> bool:
+                try:
+                    status = await redis.hget(keys.delivery(keys.delivery_id(msg_id, ep_id)), "status")
+                except (ConnectionError, OSError, RedisError):
+                    return False
+                return status == b"succeeded"
+
+            await wait_for(recorded, timeout=15, interval=0.1)
+        assert receiver.ids() == [msg_id]  # sent once, recorded once
+    finally:
+        await asyncio.gather(*restarted)
+        await receiver.stop()
+        await redis.aclose()
+        server.stop()
