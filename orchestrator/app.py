@@ -12,9 +12,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from webhooks.apidoc import build_spec, render_html
 from webhooks.deliveries import DeliveryStore
@@ -24,6 +26,7 @@ from webhooks.routes import WebhookAPI
 
 from . import __version__, events
 from .auth import KeyRing
+from .errors import HeadersTooLarge
 from .models import ErrorBody, ErrorDetail
 from .parsing import field_errors, read_json
 from .registry import Registry, load_registry
@@ -67,11 +70,46 @@ async def _on_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal", "internal error")
 
 
+# What one request's headers may come to. uvicorn's httptools parser (the one `orchestrator api`
+# runs) limits neither the size nor the number of headers, so without this a route would act on,
+# say, a 1 MB Authorization or Prefer header. The values follow nginx (4 x 8 KiB) and gunicorn (100).
+MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADER_COUNT = 100
+
+
+class HeaderLimits:
+    """ASGI middleware: answer 431 to a request with too many or too large headers, before routing.
+
+    The header block is already in memory when the app sees it: what bounds that memory is a proxy
+    in front (or uvicorn's h11 parser); this bounds what the application reads, hashes and stores.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse an oversized header block; pass everything else through."""
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            size = sum(len(name) + len(value) for name, value in headers)
+            if len(headers) > MAX_HEADER_COUNT or size > MAX_HEADER_BYTES:
+                exc = HeadersTooLarge(
+                    f"send at most {MAX_HEADER_COUNT} headers of at most {MAX_HEADER_BYTES} bytes in all",
+                    details={"maxCount": MAX_HEADER_COUNT, "maxBytes": MAX_HEADER_BYTES},
+                )
+                response = error_response(exc.status_code, exc.code, exc.message, exc.details)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def redis_from_settings(settings: Settings, *, max_connections: int | None = None) -> Redis:
     """An asyncio Redis client on a bounded pool that fails fast when Redis is down.
 
     The pool is bounded so that load (or a thousand parked waiters) can never turn into a
     thousand Redis connections: a request waits up to 5 s for a free connection, then gets 503.
+    The client owns its pool: ``aclose()`` closes the pool's connections too (``Redis(connection_pool=)``
+    would leave them open).
     """
     pool = BlockingConnectionPool.from_url(
         settings.redis_url,
@@ -81,7 +119,7 @@ def redis_from_settings(settings: Settings, *, max_connections: int | None = Non
         socket_timeout=10.0,
         health_check_interval=30,
     )
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)
 
 
 def create_app(settings: Settings, registry: Registry | None = None) -> Starlette:
@@ -145,6 +183,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
             Route("/docs", docs, methods=["GET"]),
         ],
         lifespan=lifespan,
+        middleware=[Middleware(HeaderLimits)],
         exception_handlers={
             Exception: _on_error,
             HTTPException: _on_error,

@@ -11,6 +11,7 @@
     ├── PayloadTooLarge                413 payload_too_large
     ├── ValidationFailed               422 validation_error
     ├── RateLimited                    429 rate_limited
+    ├── HeadersTooLarge                431 headers_too_large
     └── Unavailable                    503 unavailable
     StaleAttempt                       (worker-internal: a newer attempt owns the run)
 
@@ -96,6 +97,13 @@ class RateLimited(OrchestratorError):
 
     status_code = 429
     code = "rate_limited"
+
+
+class HeadersTooLarge(OrchestratorError):
+    """The request headers are too many or too large (RFC 6585); refused before any route runs."""
+
+    status_code = 431
+    code = "headers_too_large"
 
 
 class Unavailable(OrchestratorError):

@@ -23,6 +23,7 @@ from .waiters import Waiters
 
 MAX_WAIT_SECONDS = 60.0
 DEFAULT_WAIT_SECONDS = 30.0
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")  # a JSON number, less the sign
 _PREFER_WAIT = re.compile(r"(?:^|[,;])\s*wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?\s*(?:$|[,;])", re.IGNORECASE)
 T = TypeVar("T")
 
@@ -81,15 +82,13 @@ async def wait_terminal(
 
 
 def wait_seconds(request: Request) -> float:
-    """The ``timeout`` query parameter of /wait: 0..60 seconds, default 30."""
+    """The ``timeout`` query parameter of /wait: 0..60 seconds in ASCII decimals, default 30."""
     raw = request.query_params.get("timeout")
     if raw is None or raw == "":
         return DEFAULT_WAIT_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= MAX_WAIT_SECONDS or value != value:
+    # float() alone would also take "nan", "1_0", " 5" and other scripts' digits (Arabic-Indic 10).
+    value = float(raw) if _SECONDS.fullmatch(raw) else -1.0
+    if not 0 <= value <= MAX_WAIT_SECONDS:
         raise bad_query("timeout", f"must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}")
     return value
 
@@ -113,11 +112,12 @@ async def respond_when_terminal(
 
 def last_event_id(request: Request) -> int:
     """The sequence to resume after: ``Last-Event-ID`` header, or ``?after=`` (0 = from the start)."""
-    raw = request.headers.get("last-event-id") or request.query_params.get("after") or "0"
+    header = request.headers.get("last-event-id")
+    name, raw = ("Last-Event-ID", header) if header else ("after", request.query_params.get("after") or "0")
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise ValidationFailed(
-            "Last-Event-ID must be an event sequence number",
-            details={"fields": [{"field": "Last-Event-ID", "message": "not a sequence", "type": "int"}]},
+            f"{name} must be an event sequence number",
+            details={"fields": [{"field": name, "message": "not a sequence", "type": "int"}]},
         )
     return int(raw)
 
@@ -164,11 +164,11 @@ async def run_events(request: Request, run_id: str, *, tenant: str) -> Response:
     """``GET /v1/runs/{id}/events``: the ordered log as JSON, or a live SSE stream."""
     store: RunStore = request.app.state.store
     accept = request.headers.get("accept", "")
+    after = last_event_id(request)
     if "text/event-stream" not in accept:
-        entries, _ = await store.events(run_id, tenant=tenant)
+        entries, _ = await store.events(run_id, tenant=tenant, after=after)
         body = b'{"data":[' + b",".join(entries) + b'],"nextCursor":null}'
         return Response(body, media_type="application/json")
-    after = last_event_id(request)
     # Check once here so a missing or foreign run is a plain 404, not a broken stream.
     await store.get_json_status(run_id, tenant=tenant)
     generator = event_stream(

@@ -34,7 +34,7 @@ from .models import (
     RunCreate,
 )
 from .parsing import bad_query, field_errors, query_int, read_model
-from .registry import Flow, Registry
+from .registry import FLOW_ID, Flow, Registry
 from .settings import Settings
 from .store import NewRun, RunStore
 
@@ -297,6 +297,10 @@ async def list_runs(request: Request) -> Response:
                 "status", "must be one of " + ", ".join(s.value for s in ExecutionStatus)
             ) from None
     flow_id = request.query_params.get("flowId") or None
+    if flow_id is not None and not FLOW_ID.fullmatch(flow_id):
+        # Not merely unknown (a retired flow's runs stay listable): it could never name a flow,
+        # and it is part of a Redis key, where "echo:s:cancelled" would read another index.
+        raise bad_query("flowId", "not a flow id")
     cursor = request.query_params.get("cursor") or None
     if cursor is not None and not is_valid(cursor, "exec"):
         raise bad_query("cursor", "not a cursor returned by this API")

@@ -268,6 +268,29 @@ async def test_redis_down_answers_503(registry: Registry) -> None:
             assert error_of(resp)["code"] == "unavailable"
 
 
+async def test_a_stopped_api_closes_its_redis_connections(
+    redis_url: str, registry: Registry, redis: Redis
+) -> None:
+    # Regression: the lifespan closed its Redis client but not the client's pool, so every
+    # connection the API had opened stayed open (and leaked a socket) after it stopped.
+    async def connections() -> int:
+        return len(await redis.client_list())
+
+    before = await connections()
+    async with (
+        serve(make_settings(redis_url), registry) as served,
+        httpx.AsyncClient(base_url=served.url, headers={"Authorization": f"Bearer {KEY_A}"}) as c,
+    ):
+        for _ in range(3):
+            assert (await c.post("/v1/flows/echo/runs", json={"input": {"text": "x"}})).status_code == 202
+        assert await connections() > before
+
+    async def back_to_before() -> bool:
+        return await connections() == before
+
+    await wait_for(back_to_before, timeout=5)
+
+
 async def test_keys_made_by_the_cli_work_and_are_stored_hashed(api_server, redis: Redis) -> None:
     from orchestrator.auth import create_key
 

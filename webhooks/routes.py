@@ -313,7 +313,8 @@ def _check_secret(secret: str) -> None:
 
 def _limit(request: Request) -> int:
     raw = request.query_params.get("limit") or "20"
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_PAGE:
+    # The length check comes first: int() refuses (ValueError) more than 4300 digits.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12 or not 1 <= int(raw) <= MAX_PAGE:
         raise InvalidEndpoint.field("limit", f"must be an integer from 1 to {MAX_PAGE}", "range")
     return int(raw)
 
