@@ -167,6 +167,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         version=__version__,
         description="Run typed flows asynchronously; every status change is a signed, retried webhook.",
         error_model=ErrorBody,
+        path_params={"flow_id": {"type": "string", "enum": sorted(f.id for f in flows.all())}},
     )
     docs_page = render_html(spec)
 

@@ -179,6 +179,21 @@ async def _claim_ids(request: Request, *, tenant: str, route: str, body: BaseMod
     )
 
 
+def run_links(run_id: str) -> dict[str, dict[str, Any]]:
+    """OpenAPI links from a response naming a run (at the runtime expression `run_id`)."""
+    targets = {
+        "GetRun": "get_run",
+        "WaitRun": "wait_run",
+        "RunEvents": "list_events",
+        "RunDeliveries": "run_deliveries_route",
+        "CancelRun": "cancel_run",
+    }
+    return {name: {"operationId": op, "parameters": {"run_id": run_id}} for name, op in targets.items()}
+
+
+RUN_LINKS = run_links("$response.body#/id")
+
+
 @operation(
     summary="Start an execution",
     tag="Executions",
@@ -186,6 +201,7 @@ async def _claim_ids(request: Request, *, tenant: str, route: str, body: BaseMod
     responses={202: Execution[Any], 200: Execution[Any]},
     headers=[IDEMPOTENCY_KEY, PREFER],
     errors=(400, 401, 404, 409, 413, 422, 503),
+    links={202: RUN_LINKS, 200: RUN_LINKS},
 )
 async def create_run(request: Request) -> Response:
     """``POST /v1/flows/{flowId}/runs``: validate, store and enqueue; optionally wait (Prefer: wait=N)."""
@@ -220,6 +236,7 @@ async def create_run(request: Request) -> Response:
     responses={202: ExecutionPage},
     headers=[IDEMPOTENCY_KEY],
     errors=(400, 401, 404, 409, 413, 422, 503),
+    links={202: run_links("$response.body#/data/0/id")},
 )
 async def create_batch(request: Request) -> Response:
     """``POST /v1/flows/{flowId}/runs/batch``: validate every item first, then create all, in order."""

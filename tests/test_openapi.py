@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 
 import httpx
@@ -56,8 +57,8 @@ async def test_the_docs_page_works_offline(api_server: ServedApp) -> None:
     assert "<script" not in page and "http://" not in page and "https://" not in page
 
 
-@pytest.mark.timeout(300)
-async def test_schemathesis_finds_no_server_error(api_server: ServedApp, worker) -> None:
+async def run_schemathesis(api_server: ServedApp, *args: str) -> str:
+    """Run the schemathesis CLI against the served API as tenant A; return its output (exit 0 asserted)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -67,8 +68,6 @@ async def test_schemathesis_finds_no_server_error(api_server: ServedApp, worker)
         f"{api_server.url}/openapi.json",
         "--checks",
         "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
-        "--max-examples",
-        "15",
         "--header",
         f"Authorization: Bearer {KEY_A}",
         "--no-color",
@@ -76,6 +75,7 @@ async def test_schemathesis_finds_no_server_error(api_server: ServedApp, worker)
         "/v1/runs/{run_id}/wait",
         "--seed",
         "1",
+        *args,
         cwd=ROOT,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -84,3 +84,32 @@ async def test_schemathesis_finds_no_server_error(api_server: ServedApp, worker)
     out, _ = await asyncio.wait_for(proc.communicate(), 280)
     text = out.decode()
     assert proc.returncode == 0, text[-4000:]
+    return text
+
+
+@pytest.mark.timeout(300)
+async def test_schemathesis_finds_no_server_error(api_server: ServedApp, worker) -> None:
+    text = await run_schemathesis(api_server, "--phases", "examples,coverage,fuzzing", "--max-examples", "15")
+    assert "Coverage" in text and "Fuzzing" in text
+
+
+async def test_responses_link_to_the_calls_that_take_their_ids(api_server: ServedApp) -> None:
+    spec = await spec_of(api_server)
+    created = spec["paths"]["/v1/flows/{flow_id}/runs"]["post"]["responses"]["202"]["links"]
+    assert created["GetRun"] == {"operationId": "get_run", "parameters": {"run_id": "$response.body#/id"}}
+    operation_ids = {op["operationId"] for methods in spec["paths"].values() for op in methods.values()}
+    for methods in spec["paths"].values():
+        for op in methods.values():
+            for response in op["responses"].values():
+                for link in response.get("links", {}).values():
+                    assert link["operationId"] in operation_ids
+    flow_param = spec["paths"]["/v1/flows/{flow_id}/runs"]["post"]["parameters"][0]
+    assert flow_param["name"] == "flow_id" and "echo" in flow_param["schema"]["enum"]
+
+
+@pytest.mark.timeout(300)
+async def test_schemathesis_stateful_sequences_find_no_server_error(api_server: ServedApp, worker) -> None:
+    # Chains of calls that follow the declared links (create a run, then get/cancel/events it).
+    text = await run_schemathesis(api_server, "--phases", "stateful", "--max-examples", "60")
+    covered = re.search(r"API Links:\s+(\d+) covered", text)
+    assert covered is not None and int(covered.group(1)) >= 5, text[-2000:]

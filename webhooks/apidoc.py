@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -55,6 +55,9 @@ class Operation:
     errors: Sequence[int] = (401, 503)
     auth: bool = True
     media: dict[int, str] = field(default_factory=dict)
+    # OpenAPI links per response status: name -> {operationId, parameters}; they tell clients
+    # (and schemathesis' stateful phase) which later calls take ids from this response.
+    links: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 def operation(**kwargs: Any) -> Callable[[F], F]:
@@ -93,9 +96,20 @@ def _content(
 
 
 def build_spec(
-    routes: Sequence[BaseRoute], *, title: str, version: str, description: str, error_model: type[BaseModel]
+    routes: Sequence[BaseRoute],
+    *,
+    title: str,
+    version: str,
+    description: str,
+    error_model: type[BaseModel],
+    path_params: Mapping[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every described route."""
+    """The OpenAPI 3.1 document of every described route.
+
+    `path_params` gives the schema of path parameters known only at runtime (e.g. the ids of the
+    registered flows); the others are plain strings.
+    """
+    known = dict(path_params or {})
     models = _models(routes, error_model)
     # One schema per model: what the API sends (serialization); request bodies validate the same
     # shapes, and pydantic names generic models (Page[Execution[Any]]) for us.
@@ -112,7 +126,7 @@ def build_spec(
         if op is None:
             continue
         parameters: list[dict[str, Any]] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            {"name": name, "in": "path", "required": True, "schema": known.get(name, {"type": "string"})}
             for name in route.param_convertors
         ]
         parameters += [
@@ -142,6 +156,8 @@ def build_spec(
             content = _content(model, media, refs)
             if content:
                 entry["content"] = content
+            if status in op.links:
+                entry["links"] = op.links[status]
             responses[str(status)] = entry
         for status in op.errors:
             responses.setdefault(

@@ -45,6 +45,22 @@ PAGING = [
 MIN_SECRET_BYTES = 24
 
 
+def _endpoint_links(endpoint_id: str) -> dict[str, dict[str, Any]]:
+    """OpenAPI links from a response naming an endpoint (at the runtime expression `endpoint_id`)."""
+    targets = {
+        "GetEndpoint": "get",
+        "ChangeEndpoint": "patch",
+        "DeleteEndpoint": "delete",
+        "RotateSecret": "rotate",
+        "SendTest": "test",
+        "EndpointDeliveries": "deliveries",
+        "RecoverEndpoint": "recover",
+    }
+    return {
+        name: {"operationId": op, "parameters": {"endpoint_id": endpoint_id}} for name, op in targets.items()
+    }
+
+
 @dataclass(frozen=True)
 class WebhookAPI:
     """What the mounting application provides."""
@@ -111,6 +127,7 @@ class WebhookAPI:
         tag="Webhooks",
         body=EndpointCreate,
         responses={201: EndpointOut},
+        links={201: _endpoint_links("$response.body#/id")},
         errors=(400, 401, 413, 422, 503),
     )
     async def create(self, request: Request) -> Response:
@@ -215,6 +232,17 @@ class WebhookAPI:
         summary="Send a webhook.test message",
         tag="Webhooks",
         responses={202: MessageRef},
+        links={
+            202: {
+                "RetryTestMessage": {
+                    "operationId": "retry",
+                    "parameters": {
+                        "endpoint_id": "$request.path.endpoint_id",
+                        "message_id": "$response.body#/messageId",
+                    },
+                }
+            }
+        },
         errors=(401, 404, 503),
     )
     async def test(self, request: Request) -> Response:
