@@ -23,7 +23,7 @@ RUNS = 200
 async def test_killing_one_of_each_loses_nothing(tmp_path: Path) -> None:
     receiver = await Receiver().start()
     try:
-        async with stack(tmp_path) as (procs, _):
+        async with stack(tmp_path, log_format="json") as (procs, _):
             bases = [procs.api(), procs.api()]
             for _ in range(3):
                 procs.start("worker")
@@ -40,7 +40,7 @@ async def test_killing_one_of_each_loses_nothing(tmp_path: Path) -> None:
                 async def create(i: int) -> None:
                     # as a load balancer would: the first API may be dead, then the other takes it
                     nonlocal failovers
-                    body = {"input": {"seconds": 0.3}}
+                    body = {"input": {"seconds": 1.5}}
                     for c in (clients[i % 2], clients[1]):
                         try:
                             resp = await c.post(
@@ -56,13 +56,27 @@ async def test_killing_one_of_each_loses_nothing(tmp_path: Path) -> None:
 
                 first = asyncio.gather(*(create(i) for i in range(RUNS // 2)))
                 await wait_for(lambda: len(receiver.requests) > 30, timeout=30)
+                victim = procs.alive("worker")[0]
+
+                async def victim_is_running_one() -> bool:
+                    # its log names the runs it started (flows log each step with run_id)
+                    mine = {
+                        rec["run_id"]
+                        for pid, rec in procs.json_logs("worker")
+                        if pid == victim.pid and "run_id" in rec
+                    }
+                    states = await runs_of(survivor, list(mine))
+                    return any(s["status"] == "running" for s in states.values())
+
+                survivor = clients[1]
+                await wait_for(victim_is_running_one, timeout=30, interval=0.05)
                 killed = time.time()
-                for role in ("api", "worker", "dispatcher"):  # one of each, mid-load
+                procs.kill(victim)
+                for role in ("api", "dispatcher"):  # one of each, mid-load
                     procs.kill(procs.alive(role)[0])
                 await first
                 await asyncio.gather(*(create(i) for i in range(RUNS // 2, RUNS)))
                 assert len(set(ids)) == RUNS
-                survivor = clients[1]
 
                 async def all_done() -> bool:
                     states = await runs_of(survivor, ids)
@@ -87,6 +101,7 @@ async def test_killing_one_of_each_loses_nothing(tmp_path: Path) -> None:
                     assert all(n == 1 for n in starts.values())  # each attempt started once
                     assert [e["type"] for e in log].count("execution.success") == 1
                     reruns += len(starts) - 1
+                assert reruns >= 1  # the killed worker's runs were taken over as their next attempt
             finally:
                 for c in clients:
                     await c.aclose()
