@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import re
 import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -159,6 +160,22 @@ def _describe(host: str, reason: str) -> str:
     return f"the host is {reason}"
 
 
+# Labels of 1-63 letters, digits, hyphens (not at either end) or underscores (common in internal
+# names), up to 253 characters in all, an optional final dot. IDNA names arrive as punycode.
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\.?$)(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.?",
+    re.IGNORECASE,
+)
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def parse_url(url: str) -> tuple[str, str, int]:
     """Validate the shape of an endpoint URL and return (scheme, ASCII host, port); raise UnsafeURL if bad."""
     if not isinstance(url, str):
@@ -183,6 +200,8 @@ def parse_url(url: str) -> tuple[str, str, int]:
     host = parsed.raw_host
     if not host:
         raise UnsafeURL("the URL has no host")
+    if not _is_ip_literal(host) and not _HOSTNAME.fullmatch(host):
+        raise UnsafeURL(f"the host {host[:80]!r} is not a valid hostname")
     explicit = parsed.explicit_port
     if explicit is not None and not 1 <= explicit <= 65535:
         raise UnsafeURL(f"the port must be between 1 and 65535, not {explicit}")

@@ -225,6 +225,8 @@ async def test_allow_private_accepts_loopback() -> None:
 async def test_allow_private_keeps_parse_checks() -> None:
     with pytest.raises(UnsafeURL, match="scheme"):
         await check_url("ftp://127.0.0.1/", allow_private=True)
+    with pytest.raises(UnsafeURL, match="not a valid hostname"):
+        await check_url("http://a..b/", allow_private=True)
 
 
 # --- parse_url ---------------------------------------------------------------------------------
@@ -245,6 +247,12 @@ async def test_allow_private_keeps_parse_checks() -> None:
         ("http://exa mple.com/", "whitespace"),
         ("http://example.com/\r\nX-Injected: 1", "control characters"),
         ("http://[::1/", "malformed"),
+        # not hostnames at all (regression: accepted whenever private hosts were allowed)
+        ("http://a..b/", "not a valid hostname"),
+        ("http://-a.example/", "not a valid hostname"),
+        ("http://a-.example/", "not a valid hostname"),
+        ("http://" + "a" * 64 + ".example/", "not a valid hostname"),
+        ("http://a!b.example/", "not a valid hostname"),
     ],
 )
 def test_parse_url_refusals(url: str, words: str) -> None:
@@ -263,6 +271,9 @@ def test_parse_url_returns_scheme_host_port() -> None:
     assert parse_url("http://example.com:8080") == ("http", "example.com", 8080)
     assert parse_url("http://[2606:4700::1111]:81/") == ("http", "2606:4700::1111", 81)
     assert parse_url("https://bücher.example/") == ("https", "xn--bcher-kva.example", 443)
+    assert parse_url("http://my_service:8000/")[1] == "my_service"  # e.g. a compose service name
+    assert parse_url("http://example.com./")[1] == "example.com."
+    assert parse_url("http://2130706433/")[1] == "2130706433"  # shape only: check_url refuses it
     assert parse_url("http://example.com/" + "a" * (MAX_URL_LENGTH - 19))[1] == "example.com"
 
 
