@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from webhooks.apidoc import Param, operation
+from webhooks.apidoc import Param, links_to, operation
 from webhooks.ids import is_valid, new_id
 from webhooks.ssrf import UnsafeURL, check_url
 
@@ -179,19 +179,17 @@ async def _claim_ids(request: Request, *, tenant: str, route: str, body: BaseMod
     )
 
 
-def run_links(run_id: str) -> dict[str, dict[str, Any]]:
-    """OpenAPI links from a response naming a run (at the runtime expression `run_id`)."""
-    targets = {
-        "GetRun": "get_run",
-        "WaitRun": "wait_run",
-        "RunEvents": "list_events",
-        "RunDeliveries": "run_deliveries_route",
-        "CancelRun": "cancel_run",
-    }
-    return {name: {"operationId": op, "parameters": {"run_id": run_id}} for name, op in targets.items()}
+# The calls that take a run id from a response naming a run.
+RUN_TARGETS = {
+    "GetRun": "get_run",
+    "WaitRun": "wait_run",
+    "RunEvents": "list_events",
+    "RunDeliveries": "run_deliveries_route",
+    "CancelRun": "cancel_run",
+}
 
 
-RUN_LINKS = run_links("$response.body#/id")
+RUN_LINKS = links_to(RUN_TARGETS, "run_id", "$response.body#/id")
 
 
 @operation(
@@ -236,7 +234,7 @@ async def create_run(request: Request) -> Response:
     responses={202: ExecutionPage},
     headers=[IDEMPOTENCY_KEY],
     errors=(400, 401, 404, 409, 413, 422, 503),
-    links={202: run_links("$response.body#/data/0/id")},
+    links={202: links_to(RUN_TARGETS, "run_id", "$response.body#/data/0/id")},
 )
 async def create_batch(request: Request) -> Response:
     """``POST /v1/flows/{flowId}/runs/batch``: validate every item first, then create all, in order."""

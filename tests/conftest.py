@@ -119,19 +119,20 @@ async def api_server(settings: Settings, registry: Registry) -> AsyncIterator[Se
         yield served
 
 
+def tenant_client(base_url: str, key: str = KEY_A, timeout: float = 30) -> httpx.AsyncClient:
+    """An HTTP client calling the API at `base_url` with one tenant's key."""
+    return httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout)
+
+
 @pytest.fixture
 async def client(api_server: ServedApp, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=api_server.url, headers={"Authorization": f"Bearer {KEY_A}"}, timeout=30
-    ) as c:
+    async with tenant_client(api_server.url) as c:
         yield c
 
 
 @pytest.fixture
 async def client_b(api_server: ServedApp, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=api_server.url, headers={"Authorization": f"Bearer {KEY_B}"}, timeout=30
-    ) as c:
+    async with tenant_client(api_server.url, KEY_B) as c:
         yield c
 
 

@@ -60,6 +60,12 @@ class Operation:
     links: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
+def links_to(targets: Mapping[str, str], parameter: str, expression: str) -> dict[str, dict[str, Any]]:
+    """OpenAPI links named by `targets` (link name -> operationId), each passing `parameter` the
+    value of the runtime `expression` (e.g. ``$response.body#/id``)."""
+    return {name: {"operationId": op, "parameters": {parameter: expression}} for name, op in targets.items()}
+
+
 def operation(**kwargs: Any) -> Callable[[F], F]:
     """Attach an Operation to an endpoint function."""
 

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .apidoc import Param, operation
+from .apidoc import Param, links_to, operation
 from .deliveries import DeliveryStore
 from .endpoints import EndpointStore, now_ms
 from .errors import DeliveryNotFound, InvalidEndpoint
@@ -45,20 +45,16 @@ PAGING = [
 MIN_SECRET_BYTES = 24
 
 
-def _endpoint_links(endpoint_id: str) -> dict[str, dict[str, Any]]:
-    """OpenAPI links from a response naming an endpoint (at the runtime expression `endpoint_id`)."""
-    targets = {
-        "GetEndpoint": "get",
-        "ChangeEndpoint": "patch",
-        "DeleteEndpoint": "delete",
-        "RotateSecret": "rotate",
-        "SendTest": "test",
-        "EndpointDeliveries": "deliveries",
-        "RecoverEndpoint": "recover",
-    }
-    return {
-        name: {"operationId": op, "parameters": {"endpoint_id": endpoint_id}} for name, op in targets.items()
-    }
+# The calls that take an endpoint id from a response naming an endpoint.
+ENDPOINT_TARGETS = {
+    "GetEndpoint": "get",
+    "ChangeEndpoint": "patch",
+    "DeleteEndpoint": "delete",
+    "RotateSecret": "rotate",
+    "SendTest": "test",
+    "EndpointDeliveries": "deliveries",
+    "RecoverEndpoint": "recover",
+}
 
 
 @dataclass(frozen=True)
@@ -127,7 +123,7 @@ class WebhookAPI:
         tag="Webhooks",
         body=EndpointCreate,
         responses={201: EndpointOut},
-        links={201: _endpoint_links("$response.body#/id")},
+        links={201: links_to(ENDPOINT_TARGETS, "endpoint_id", "$response.body#/id")},
         errors=(400, 401, 413, 422, 503),
     )
     async def create(self, request: Request) -> Response:

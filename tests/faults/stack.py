@@ -17,7 +17,7 @@ import httpx
 
 from orchestrator.embedded import EmbeddedRedis, free_port
 from orchestrator.settings import Settings
-from tests.conftest import KEY_A, make_settings, spawn, wait_for
+from tests.conftest import make_settings, spawn, wait_for
 
 
 @dataclass
@@ -110,11 +110,6 @@ async def stack(
     finally:
         procs.stop()
         server.stop()
-
-
-def tenant_client(base_url: str, key: str = KEY_A) -> httpx.AsyncClient:
-    """An HTTP client for one tenant against one API process."""
-    return httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
 
 
 async def wait_ready(http: httpx.AsyncClient, timeout: float = 30) -> None:

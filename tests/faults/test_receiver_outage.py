@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.conftest import wait_for
-from tests.faults.stack import event_log, runs_of, stack, tenant_client, wait_ready
+from tests.conftest import tenant_client, wait_for
+from tests.faults.stack import event_log, runs_of, stack, wait_ready
 from tests.receiver import Receiver
 from tests.report import report
 from webhooks import verify

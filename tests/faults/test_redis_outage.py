@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from orchestrator.embedded import EmbeddedRedis
-from tests.conftest import wait_for
-from tests.faults.stack import event_log, runs_of, stack, tenant_client, wait_ready
+from tests.conftest import tenant_client, wait_for
+from tests.faults.stack import event_log, runs_of, stack, wait_ready
 from tests.receiver import Receiver
 from tests.report import report
 

@@ -36,7 +36,7 @@ from redis.asyncio import Redis
 from yarl import URL
 
 from orchestrator.registry import Registry
-from tests.conftest import KEY_A, ServedApp, make_settings, serve, wait_for
+from tests.conftest import ServedApp, make_settings, serve, tenant_client, wait_for
 from tests.receiver import Receiver
 from tests.security.redis_state import changes, snapshot
 from tests.webhooks.conftest import FAST, running_dispatcher
@@ -622,9 +622,7 @@ async def strict_api(redis_url: str, registry: Registry) -> AsyncIterator[Served
 
 @pytest.fixture
 async def strict(strict_api: ServedApp, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=strict_api.url, headers={"Authorization": f"Bearer {KEY_A}"}, timeout=30
-    ) as c:
+    async with tenant_client(strict_api.url) as c:
         yield c
 
 

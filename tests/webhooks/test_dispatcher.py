@@ -60,6 +60,15 @@ async def endpoint(redis: Redis, url: str, **kw) -> tuple[str, str]:
     return ep.id, ep.secret
 
 
+async def read_but_never_acked(redis: Redis, url: str, consumer: str) -> str:
+    """An endpoint at `url` and one message that the consumer `consumer` read and never acknowledged."""
+    await endpoint(redis, url)
+    await redis.xgroup_create(OUTBOX_STREAM, "dispatchers", id="0", mkstream=True)
+    msg_id = await publish(redis)
+    await redis.xreadgroup("dispatchers", consumer, {OUTBOX_STREAM: ">"}, count=10)
+    return msg_id
+
+
 def deliveries_of(redis: Redis) -> DeliveryStore:
     return DeliveryStore(redis, failed_ttl_ms=10**9, delivered_ttl_ms=10**9)
 
@@ -333,11 +342,8 @@ async def test_outbox_is_trimmed_and_nothing_stays_pending(redis: Redis, receive
 async def test_an_entry_left_unacknowledged_by_a_dead_dispatcher_is_reclaimed(
     redis: Redis, receiver: Receiver
 ) -> None:
-    await endpoint(redis, receiver.url)
-    await redis.xgroup_create(OUTBOX_STREAM, "dispatchers", id="0", mkstream=True)
-    msg_id = await publish(redis)
     # A dispatcher that read the entry and died before fanning it out.
-    await redis.xreadgroup("dispatchers", "dead-one", {OUTBOX_STREAM: ">"}, count=10)
+    msg_id = await read_but_never_acked(redis, receiver.url, "dead-one")
     async with running_dispatcher(redis):
         await wait_for(lambda: receiver.ids() == [msg_id], timeout=15)
 
@@ -507,10 +513,7 @@ async def test_a_restarted_dispatcher_takes_back_its_own_unacknowledged_entries(
 ) -> None:
     # Regression: entries this consumer read before Redis (or the process) went away were left for
     # the idle reclaim (30 s) instead of being processed at once.
-    await endpoint(redis, receiver.url)
-    await redis.xgroup_create(OUTBOX_STREAM, "dispatchers", id="0", mkstream=True)
-    msg_id = await publish(redis)
-    await redis.xreadgroup("dispatchers", "me", {OUTBOX_STREAM: ">"}, count=10)  # read, never acked
+    msg_id = await read_but_never_acked(redis, receiver.url, "me")
     settings = FAST.__class__(**{**FAST.__dict__, "reclaim_idle_seconds": 3600.0})
     dispatcher = Dispatcher(settings, redis, default_events=("execution.success",), consumer="me")
     task = asyncio.get_running_loop().create_task(dispatcher.run())
@@ -526,10 +529,7 @@ async def test_a_dead_dispatchers_entries_are_taken_over_once_its_beacon_lapses(
 ) -> None:
     # Entries a crashed dispatcher held used to wait for the idle reclaim (30 s); now any member
     # that sees the dead one's liveness beacon gone claims them at once, then drops the dead member.
-    await endpoint(redis, receiver.url)
-    await redis.xgroup_create(OUTBOX_STREAM, "dispatchers", id="0", mkstream=True)
-    msg_id = await publish(redis)
-    await redis.xreadgroup("dispatchers", "dead-one", {OUTBOX_STREAM: ">"}, count=10)
+    msg_id = await read_but_never_acked(redis, receiver.url, "dead-one")
     settings = FAST.__class__(**{**FAST.__dict__, "reclaim_idle_seconds": 3600.0, "liveness_seconds": 0.6})
     async with running_dispatcher(redis, settings) as dispatcher:
         await wait_for(lambda: receiver.ids() == [msg_id], timeout=10)
@@ -549,10 +549,7 @@ async def _without(members: Awaitable[set[str]], name: str) -> bool:
 
 
 async def test_a_live_dispatchers_entries_are_left_to_it(redis: Redis, receiver: Receiver) -> None:
-    await endpoint(redis, receiver.url)
-    await redis.xgroup_create(OUTBOX_STREAM, "dispatchers", id="0", mkstream=True)
-    await publish(redis)
-    await redis.xreadgroup("dispatchers", "busy", {OUTBOX_STREAM: ">"}, count=10)
+    await read_but_never_acked(redis, receiver.url, "busy")
     await redis.set(keys.dispatcher_alive("busy"), b"1", px=60_000)  # slow, but alive
     settings = FAST.__class__(**{**FAST.__dict__, "reclaim_idle_seconds": 3600.0, "liveness_seconds": 0.6})
     async with running_dispatcher(redis, settings) as dispatcher:
