@@ -1,9 +1,10 @@
-"""Consumers: the dispatchers reading the outbox group, their liveness, and taking over a dead one.
+"""Consumers: the dispatchers reading the outbox group, their liveness, and the group's upkeep.
 
 A dispatcher that dies holding outbox entries it read but never acknowledged would otherwise leave
 them until the idle reclaim (``reclaim_idle_seconds``, 30 s). Each dispatcher refreshes a beacon key
 with a short expiry; when a member's beacon is gone, any other member claims its entries at once,
-so a crash costs about ``liveness_seconds`` of delay instead.
+so a crash costs about ``liveness_seconds`` of delay instead. Entries of a member that is alive but
+stuck are still reclaimed once idle, and the stream is trimmed up to what every member is done with.
 """
 
 from __future__ import annotations
@@ -31,12 +32,20 @@ class Membership:
     """One dispatcher's membership of the outbox consumer group."""
 
     def __init__(
-        self, redis: Redis, *, group: str, consumer: str, liveness_seconds: float, batch: int = 200
+        self,
+        redis: Redis,
+        *,
+        group: str,
+        consumer: str,
+        liveness_seconds: float,
+        reclaim_idle_seconds: float,
+        batch: int = 200,
     ) -> None:
         self.redis = redis
         self.group = group
         self.consumer = consumer
         self.liveness_ms = int(liveness_seconds * 1000)
+        self.idle_ms = int(reclaim_idle_seconds * 1000)
         self.batch = batch
 
     async def beat(self) -> None:
@@ -92,3 +101,33 @@ class Membership:
                     await self.redis.xack(OUTBOX_STREAM, self.group, *emptied)
                 if entries:
                     yield entries
+
+    async def stalled(self) -> AsyncIterator[list[Entry]]:
+        """Claim, batch by batch, entries any member has held unacknowledged for `reclaim_idle_seconds`."""
+        start = "0-0"
+        while True:
+            reply = await self.redis.xautoclaim(
+                OUTBOX_STREAM, self.group, self.consumer, self.idle_ms, start_id=start, count=self.batch
+            )
+            start, entries = reply[0], reply[1]
+            entries = [e for e in entries if e[1]]  # entries trimmed meanwhile come back empty
+            if entries:
+                logger.warning("reclaimed %d outbox entries from a stalled dispatcher", len(entries))
+                yield entries
+            if start in (b"0-0", "0-0"):
+                return
+
+    async def trim(self) -> None:
+        """Drop outbox entries every member is done with (acknowledged, not pending anywhere)."""
+        groups = await self.redis.xinfo_groups(OUTBOX_STREAM)
+        ours = next((g for g in groups if _name(g["name"]) == self.group), None)
+        if ours is None:
+            return
+        summary = await self.redis.xpending(OUTBOX_STREAM, self.group)
+        if summary and summary.get("pending"):
+            floor = _name(summary["min"])  # keep the oldest unacknowledged entry and what follows
+        else:
+            ms, _, seq = _name(ours["last-delivered-id"]).partition("-")
+            floor = f"{ms}-{int(seq or 0) + 1}"  # everything up to the last delivered entry can go
+        if floor not in ("0-0", "0-1"):
+            await self.redis.xtrim(OUTBOX_STREAM, minid=floor, approximate=False)

@@ -348,3 +348,18 @@ class DeliveryStore:
                     pipe.zrem(keys.listing(endpoint_id, st), *gone)
                 await pipe.execute()
         return out, (ids[-1] if more and ids else None)
+
+    async def trim_listings(self, *, older_than_ms: int) -> int:
+        """Drop every endpoint's listing entries of messages created before `older_than_ms`.
+
+        The rows themselves expire on their own; listings are sorted sets that would only grow.
+        """
+        floor = id_floor("msg", older_than_ms)
+        removed = 0
+        for raw in await self.redis.smembers(keys.ENDPOINTS):
+            endpoint_id = raw.decode()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for status in (None, *S):
+                    pipe.zremrangebylex(keys.listing(endpoint_id, status), "-", f"({floor}")
+                removed += sum(await pipe.execute())
+        return removed

@@ -26,13 +26,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import keys
 from .consumers import Membership
-from .deliveries import Delivery, DeliveryStore, Message, test_message
+from .deliveries import Delivery, DeliveryStore, Message
 from .endpoints import EndpointStore, matches
 from .errors import EndpointNotFound
-from .ids import id_floor, new_id
+from .ids import new_id
 from .metrics import MetricsBuffer
 from .models import Attempt, DeliveryStatus, Endpoint, format_timestamp, from_ms
 from .outbox import OUTBOX_STREAM
+from .probes import Prober
 from .retry import Decision, classify
 from .sender import Sender
 from .settings import DispatcherSettings
@@ -44,10 +45,6 @@ S = DeliveryStatus
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _text_id(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _text(fields: dict[bytes, bytes], name: str) -> str:
@@ -82,9 +79,21 @@ class Dispatcher:
         )
         self.sender = Sender(settings)
         self.membership = Membership(
-            redis, group=settings.group, consumer=self.consumer, liveness_seconds=settings.liveness_seconds
+            redis,
+            group=settings.group,
+            consumer=self.consumer,
+            liveness_seconds=settings.liveness_seconds,
+            reclaim_idle_seconds=settings.reclaim_idle_seconds,
         )
         self.metrics = MetricsBuffer(redis)
+        self.prober = Prober(
+            settings,
+            redis,
+            endpoints=self.endpoints,
+            deliveries=self.deliveries,
+            sender=self.sender,
+            clock=clock,
+        )
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._in_flight: dict[str, int] = defaultdict(int)
@@ -433,91 +442,18 @@ class Dispatcher:
     # ----- maintenance -------------------------------------------------------------------------
 
     async def _maintain(self) -> None:
-        await self._reclaim()
-        await self._trim_outbox()
-        await self._probe()
+        async for entries in self.membership.stalled():
+            await self.fan_out(entries)
+        await self.membership.trim()
+        if await self.prober.probe_due():
+            self._wake.set()  # released and replayed deliveries are due now
         self._maintenance_runs += 1
         if self._maintenance_runs % 300 == 1:  # about every ten minutes
-            await self.trim_listings()
+            retained_from = self.clock() - self.settings.failed_retention_seconds * 1000
+            await self.deliveries.trim_listings(older_than_ms=retained_from)
 
     async def _liveness(self) -> None:
         """Refresh our beacon; fan out what dispatchers whose beacon is gone left unacknowledged."""
         await self.membership.beat()
         async for entries in self.membership.orphans():
             await self.fan_out(entries)
-
-    async def _reclaim(self) -> None:
-        """Take over outbox entries another (dead) dispatcher read but never acknowledged."""
-        idle_ms = int(self.settings.reclaim_idle_seconds * 1000)
-        start = "0-0"
-        while True:
-            reply = await self.redis.xautoclaim(
-                OUTBOX_STREAM, self.settings.group, self.consumer, idle_ms, start_id=start, count=200
-            )
-            start, entries = reply[0], reply[1]
-            entries = [e for e in entries if e[1]]  # entries trimmed meanwhile come back empty
-            if entries:
-                logger.warning("reclaimed %d outbox entries from a stalled dispatcher", len(entries))
-                await self.fan_out(entries)
-            if start in (b"0-0", "0-0"):
-                return
-
-    async def _trim_outbox(self) -> None:
-        """Drop outbox entries every dispatcher is done with (acknowledged, not pending anywhere)."""
-        groups = await self.redis.xinfo_groups(OUTBOX_STREAM)
-        ours = next(
-            (g for g in groups if g["name"] in (self.settings.group, self.settings.group.encode())), None
-        )
-        if ours is None:
-            return
-        summary = await self.redis.xpending(OUTBOX_STREAM, self.settings.group)
-        if summary and summary.get("pending"):
-            floor = _text_id(summary["min"])  # keep the oldest unacknowledged entry and what follows
-        else:
-            ms, _, seq = _text_id(ours["last-delivered-id"]).partition("-")
-            floor = f"{ms}-{int(seq or 0) + 1}"  # everything up to the last delivered entry can go
-        if floor not in ("0-0", "0-1"):
-            await self.redis.xtrim(OUTBOX_STREAM, minid=floor, approximate=False)
-
-    async def _probe(self) -> None:
-        """Probe automatically disabled endpoints; heal and replay the ones that answer 2xx."""
-        now = self.clock()
-        due = await self.redis.zrangebyscore(keys.PROBES, "-inf", now, start=0, num=20)
-        for raw in due:
-            endpoint_id = raw.decode()
-            try:
-                endpoint = await self.endpoints.get(endpoint_id)
-            except EndpointNotFound:
-                await self.redis.zrem(keys.PROBES, endpoint_id)
-                continue
-            message = test_message(endpoint, now_ms=now, note="probe: is this endpoint back?")
-            result = await self.sender.send(
-                endpoint.url, message_id=message.id, body=message.body, secrets=endpoint.signing_secrets(now)
-            )
-            if result.status is not None and 200 <= result.status < 300:
-                failing_since = await self.endpoints.heal(endpoint_id)
-                released = await self.deliveries.release(endpoint_id, now_ms=self.clock())
-                replayed = await self.deliveries.recover(endpoint_id, failing_since or 0, now_ms=self.clock())
-                logger.warning(
-                    "endpoint %s healed: %d parked and %d failed messages sent again",
-                    endpoint_id,
-                    released,
-                    replayed,
-                )
-                self._wake.set()
-                continue
-            tries = await self.endpoints.count_probe(endpoint_id)
-            delay = self.settings.probe_schedule[min(tries, len(self.settings.probe_schedule) - 1)]
-            await self.redis.zadd(keys.PROBES, {endpoint_id: now + int(delay * 1000)})
-
-    async def trim_listings(self) -> int:
-        """Drop listing entries of deliveries older than the failed-retention window."""
-        floor = id_floor("msg", self.clock() - self.settings.failed_retention_seconds * 1000)
-        removed = 0
-        for raw in await self.redis.smembers(keys.ENDPOINTS):
-            endpoint_id = raw.decode()
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for status in (None, *S):
-                    pipe.zremrangebylex(keys.listing(endpoint_id, status), "-", f"({floor}")
-                removed += sum(await pipe.execute())
-        return removed

@@ -25,7 +25,7 @@ from webhooks import keys, verify
 from webhooks.deliveries import DeliveryStore
 from webhooks.dispatcher import Dispatcher
 from webhooks.endpoints import EndpointStore
-from webhooks.ids import new_id
+from webhooks.ids import id_floor, new_id
 from webhooks.models import DeliveryStatus
 from webhooks.outbox import OUTBOX_STREAM
 
@@ -614,3 +614,15 @@ async def test_an_attempt_made_while_redis_goes_away_is_recorded_once_it_is_back
         await receiver.stop()
         await redis.aclose()
         server.stop()
+
+
+async def test_listings_are_trimmed_past_the_retention_window(redis: Redis) -> None:
+    ep_id, _ = await endpoint(redis, "https://example.com/hook")
+    now = int(time.time() * 1000)
+    old, new = id_floor("msg", now - 10_000), new_id("msg")
+    for status in (None, DeliveryStatus.failed):
+        await redis.zadd(keys.listing(ep_id, status), {old: 0, new: 0})
+    removed = await deliveries_of(redis).trim_listings(older_than_ms=now - 5_000)
+    assert removed == 2
+    for status in (None, DeliveryStatus.failed):
+        assert await redis.zrange(keys.listing(ep_id, status), 0, -1) == [new.encode()]
