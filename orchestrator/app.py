@@ -167,7 +167,10 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         version=__version__,
         description="Run typed flows asynchronously; every status change is a signed, retried webhook.",
         error_model=ErrorBody,
-        path_params={"flow_id": {"type": "string", "enum": sorted(f.id for f in flows.all())}},
+        # Flow ids as an enum (an empty enum would allow nothing, so none without flows).
+        path_params={"flow_id": {"type": "string", "enum": sorted(f.id for f in flows.all())}}
+        if flows.all()
+        else None,
     )
     docs_page = render_html(spec)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -79,15 +80,15 @@ class Settings(BaseSettings):
     @field_validator("webhook_retry_schedule")
     @classmethod
     def _non_negative(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if any(v < 0 for v in value):
-            raise ValueError("retry delays must be >= 0")
+        if any(not math.isfinite(v) or v < 0 for v in value):  # nan and inf pass a bare `v < 0`
+            raise ValueError("retry delays must be finite numbers >= 0")
         return value
 
     @field_validator("webhook_probe_schedule")
     @classmethod
     def _positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if not value or any(v <= 0 for v in value):
-            raise ValueError("probe delays must be > 0, at least one")
+        if not value or any(not math.isfinite(v) or v <= 0 for v in value):
+            raise ValueError("probe delays must be finite numbers > 0, at least one")
         return value
 
     @classmethod

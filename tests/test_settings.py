@@ -43,6 +43,10 @@ def test_probe_schedule_reaches_the_dispatcher() -> None:
         {"ORCH_API_KEYS": "nocolon"},
         {"ORCH_WEBHOOK_RETRY_SCHEDULE": "1,-1"},
         {"ORCH_WEBHOOK_PROBE_SCHEDULE": "0"},
+        {"ORCH_WEBHOOK_PROBE_SCHEDULE": "inf"},  # regression: stopped every fan-out (int(inf))
+        {"ORCH_WEBHOOK_PROBE_SCHEDULE": "nan"},
+        {"ORCH_WEBHOOK_RETRY_SCHEDULE": "1,nan"},
+        {"ORCH_WEBHOOK_RETRY_SCHEDULE": "1e999"},
         {"ORCH_WEBHOOK_PROBE_SCHEDULE": ""},
         {"ORCH_MAX_BODY_BYTES": "0"},
         {"ORCH_WEBHOOK_TIMEOUT": "x"},

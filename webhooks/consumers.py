@@ -17,7 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from . import keys
+from . import keys, scripts
 from .outbox import OUTBOX_STREAM
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class Membership:
         self.liveness_ms = int(liveness_seconds * 1000)
         self.idle_ms = int(reclaim_idle_seconds * 1000)
         self.batch = batch
+        self._drop = redis.register_script(scripts.DROP_CONSUMER)
 
     async def beat(self) -> None:
         """Say this consumer is alive for the next `liveness_seconds`."""
@@ -56,9 +57,13 @@ class Membership:
         """On a clean stop: drop the beacon, and the consumer itself if it holds nothing."""
         await self.redis.delete(keys.dispatcher_alive(self.consumer))
         with contextlib.suppress(ResponseError):  # NOGROUP: nothing to tidy
-            for member in await self.redis.xinfo_consumers(OUTBOX_STREAM, self.group):
-                if _name(member["name"]) == self.consumer and not member["pending"]:
-                    await self.redis.xgroup_delconsumer(OUTBOX_STREAM, self.group, self.consumer)
+            await self.drop(self.consumer)
+
+    async def drop(self, name: str) -> bool:
+        """Remove member `name` from the group if it has no beacon and holds nothing (one atomic step)."""
+        return bool(
+            await self._drop(keys=[OUTBOX_STREAM, keys.dispatcher_alive(name)], args=[self.group, name])
+        )
 
     async def orphans(self) -> AsyncIterator[list[Entry]]:
         """Claim, batch by batch, the unacknowledged entries of members whose beacon is gone.
@@ -76,8 +81,10 @@ class Membership:
             if name == self.consumer or await self.redis.exists(keys.dispatcher_alive(name)):
                 continue
             if not member["pending"]:
-                if member["idle"] > self.liveness_ms:
-                    await self.redis.xgroup_delconsumer(OUTBOX_STREAM, self.group, name)
+                # Silent for two beacon lifetimes: gone (checked again atomically as it is removed;
+                # a live one removed anyway is re-created by its next read, holding nothing).
+                if member["idle"] > 2 * self.liveness_ms:
+                    await self.drop(name)
                 continue
             while True:
                 held = await self.redis.xpending_range(
@@ -96,8 +103,9 @@ class Membership:
                     break  # another member took them first
                 logger.warning("took over %d outbox entries of dispatcher %s (gone)", len(claimed), name)
                 entries = [e for e in claimed if e and e[1]]
-                emptied = [e[0] for e in claimed if e and not e[1]]
-                if emptied:  # deleted from the stream meanwhile: nothing left to deliver
+                # deleted from the stream meanwhile: no fields (and, before Redis 7, no id either)
+                emptied = [e[0] for e in claimed if e and e[0] is not None and not e[1]]
+                if emptied:  # nothing left to deliver
                     await self.redis.xack(OUTBOX_STREAM, self.group, *emptied)
                 if entries:
                     yield entries

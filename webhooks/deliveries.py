@@ -43,6 +43,8 @@ class Delivery:
     url: str
     # Read together with the row when the delivery is taken (saves a round trip per attempt).
     message: Message | None = None
+    # The due-queue score our take set: while it is still there, the claim is ours.
+    claimed_until: int | None = None
 
     @property
     def attempt_number(self) -> int:
@@ -186,6 +188,7 @@ class DeliveryStore:
                     tenant=d["tenant"],
                     url=d.get("url", ""),
                     message=_message(d["msg"], raw_message),
+                    claimed_until=claim_until_ms,
                 )
             )
         return out
@@ -211,10 +214,14 @@ class DeliveryStore:
         status: DeliveryStatus,
         next_ms: int | None,
         sent: bool = True,
+        fenced: bool = False,
     ) -> bool:
         """Log `attempt` and move the delivery to `status` (pending: due again at `next_ms`).
 
         `sent=False` logs a note without counting an attempt (nothing went on the wire).
+        `fenced=True` writes only while our claim still holds (its score is still in the due queue):
+        a retry after an error that may have come after the script ran is then a no-op the second
+        time, and one made after the claim passed to another dispatcher changes nothing.
         """
         ttl = self.delivered_ttl_ms if status is S.succeeded else self.failed_ttl_ms
         done = await self._record(
@@ -229,6 +236,7 @@ class DeliveryStore:
                 dlv.endpoint_id,
                 MAX_LOG,
                 "1" if sent else "0",
+                dlv.claimed_until if fenced and dlv.claimed_until is not None else "",
             ],
         )
         return bool(done)

@@ -112,13 +112,16 @@ class Dispatcher:
         """Run the outbox, delivery and maintenance loops until stopped."""
         await self._ensure_group()
         await self.membership.beat()  # before the first read makes this consumer a member
+        beat = self.settings.liveness_seconds / 3
         loop = asyncio.get_running_loop()
         self._loops = [
             loop.create_task(self._forever("outbox", self._outbox_once)),
             loop.create_task(self._forever("deliveries", self._deliver_once)),
             loop.create_task(self._every(2.0, "maintenance", self._maintain)),
-            # Its own loop, so a slow probe in maintenance never lets the beacon lapse.
-            loop.create_task(self._every(self.settings.liveness_seconds / 3, "liveness", self._liveness)),
+            # The beacon has a loop of its own, doing nothing else and never backing off for longer
+            # than its period, so neither slow work nor a run of errors lets it lapse while we live.
+            loop.create_task(self._every(beat, "beacon", self.membership.beat, max_delay=beat)),
+            loop.create_task(self._every(beat, "takeover", self._take_over)),
             loop.create_task(self.metrics.run(self._stop)),
         ]
         logger.info("dispatcher %s running", self.consumer)
@@ -160,8 +163,10 @@ class Dispatcher:
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists already
             await self.redis.xgroup_create(OUTBOX_STREAM, self.settings.group, id="0", mkstream=True)
 
-    async def _forever(self, what: str, step: Callable[[], Awaitable[object]]) -> None:
-        delay = 0.1
+    async def _forever(
+        self, what: str, step: Callable[[], Awaitable[object]], max_delay: float = 5.0
+    ) -> None:
+        delay = min(0.1, max_delay)
         while not self._stopping:
             try:
                 await step()
@@ -173,15 +178,17 @@ class Dispatcher:
                     await self._ensure_group()
                 logger.warning("%s loop failed (%s); retrying in %.1fs", what, exc, delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, max_delay)
 
-    async def _every(self, seconds: float, what: str, step: Callable[[], Awaitable[object]]) -> None:
+    async def _every(
+        self, seconds: float, what: str, step: Callable[[], Awaitable[object]], max_delay: float = 5.0
+    ) -> None:
         async def once() -> None:
             await step()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), seconds)
 
-        await self._forever(what, once)
+        await self._forever(what, once, max_delay)
 
     # ----- outbox -> deliveries ----------------------------------------------------------------
 
@@ -420,19 +427,23 @@ class Dispatcher:
 
         Giving up at once would leave the delivery claimed until the claim expires (timeout +
         15 s) and then send it again, a duplicate of an attempt the receiver may have accepted.
+        Retries are fenced by the claim: an error can come after the write went through, and a
+        claim that passed to another dispatcher is not ours to write over.
         """
-        deadline = time.monotonic() + self.settings.claim_seconds - self.settings.timeout - 1.0
+        until = dlv.claimed_until if dlv.claimed_until is not None else self.clock()
         delay = 0.1
+        fenced = False
         while True:
             try:
-                await self.deliveries.record(dlv, attempt, status=status, next_ms=next_ms)
+                await self.deliveries.record(dlv, attempt, status=status, next_ms=next_ms, fenced=fenced)
                 return
             except (RedisConnectionError, RedisTimeoutError) as exc:
-                if time.monotonic() + delay > deadline:
+                if self.clock() + delay * 1000 >= until:
                     raise
                 logger.warning("recording delivery %s failed (%s); retrying in %.1fs", dlv.id, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+                fenced = True
 
     async def _note(self, dlv: Delivery, why: str) -> None:
         """Fail a delivery that could not be sent at all; logged, but not counted as an attempt."""
@@ -452,8 +463,7 @@ class Dispatcher:
             retained_from = self.clock() - self.settings.failed_retention_seconds * 1000
             await self.deliveries.trim_listings(older_than_ms=retained_from)
 
-    async def _liveness(self) -> None:
-        """Refresh our beacon; fan out what dispatchers whose beacon is gone left unacknowledged."""
-        await self.membership.beat()
+    async def _take_over(self) -> None:
+        """Fan out what dispatchers whose beacon is gone left unacknowledged."""
         async for entries in self.membership.orphans():
             await self.fan_out(entries)

@@ -61,12 +61,14 @@ return ids
 # Record one attempt and the decision. KEYS: 1 delivery, 2 log, 3 due queue, 4 due index,
 # 5 listing pending, 6 listing succeeded, 7 listing failed, 8 message.
 # ARGV: 1 delivery id, 2 message id, 3 attempt JSON, 4 new status, 5 next due ms (retry) or '',
-# 6 ttl ms (terminal), 7 endpoint id, 8 max log entries, 9 '1' if a request was really sent.
-# Returns 0 if the delivery is gone, else 1.
+# 6 ttl ms (terminal), 7 endpoint id, 8 max log entries, 9 '1' if a request was really sent,
+# 10 the claim's due score to require (fence) or ''. Returns 0 if the delivery is gone or the
+# fence does not hold, else 1.
 RECORD = (
     _REINDEX
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[10] ~= '' and redis.call('ZSCORE', KEYS[3], ARGV[1]) ~= ARGV[10] then return 0 end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[8]), -1)
 if ARGV[9] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
@@ -169,4 +171,15 @@ MARK_FAILURE = """
 if redis.call('HEXISTS', KEYS[1], 'id') == 0 then return false end
 redis.call('HSETNX', KEYS[1], 'failing_since', ARGV[1])
 return redis.call('HGET', KEYS[1], 'failing_since')
+"""
+
+# Remove a consumer from the outbox group only if it is gone (no beacon) and holds nothing, in one
+# step: between a separate check and the delete, a live consumer could read entries, and deleting
+# it would drop them from the pending list for good. KEYS: 1 stream, 2 the consumer's beacon.
+# ARGV: 1 group, 2 consumer. Returns 1 if removed.
+DROP_CONSUMER = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
 """

@@ -164,7 +164,7 @@ def _describe(host: str, reason: str) -> str:
 # names), up to 253 characters in all, an optional final dot. IDNA names arrive as punycode.
 _HOSTNAME = re.compile(
     r"(?=.{1,253}\.?$)(?:[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\.?",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,  # without ASCII, [a-z] would also match the Kelvin sign and long s
 )
 
 

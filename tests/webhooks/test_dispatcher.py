@@ -22,11 +22,12 @@ from tests.conftest import wait_for
 from tests.receiver import Receiver, hang
 from tests.webhooks.conftest import FAST, running_dispatcher
 from webhooks import keys, verify
-from webhooks.deliveries import DeliveryStore
+from webhooks.consumers import Membership
+from webhooks.deliveries import DeliveryStore, Message
 from webhooks.dispatcher import Dispatcher
 from webhooks.endpoints import EndpointStore
 from webhooks.ids import id_floor, new_id
-from webhooks.models import DeliveryStatus
+from webhooks.models import Attempt, DeliveryStatus, from_ms
 from webhooks.outbox import OUTBOX_STREAM
 
 
@@ -626,3 +627,48 @@ async def test_listings_are_trimmed_past_the_retention_window(redis: Redis) -> N
     assert removed == 2
     for status in (None, DeliveryStatus.failed):
         assert await redis.zrange(keys.listing(ep_id, status), 0, -1) == [new.encode()]
+
+
+async def test_a_fenced_record_writes_once_and_only_while_the_claim_is_ours(redis: Redis) -> None:
+    # Regression: a record retried after a Redis error that came after the write had gone
+    # through counted the attempt twice (and could write over another dispatcher's newer claim).
+    store = deliveries_of(redis)
+    ep_id, _ = await endpoint(redis, "https://example.com/hook")
+    now = int(time.time() * 1000)
+    message = Message(
+        id=new_id("msg"), type="execution.success", tenant="a", subject="exec_1", body="{}", created_ms=now
+    )
+    await store.save_messages([message])
+    await store.schedule([(message.id, ep_id, now, "a", "")], due_ms=now)
+    [dlv] = await store.take(ep_id, now_ms=now, n=1, claim_until_ms=now + 30_000)
+    attempt = Attempt(at=from_ms(now), duration_ms=5, status_code=503)
+    row = keys.delivery(dlv.id)
+    for _ in range(2):  # the second is the retry of a write that had in fact gone through
+        await store.record(dlv, attempt, status=DeliveryStatus.pending, next_ms=now + 1000, fenced=True)
+    assert await redis.hget(row, "attempts") == b"1"
+    assert await redis.llen(keys.delivery_log(dlv.id)) == 1
+    # due again, taken by another dispatcher: a late write of ours changes nothing
+    [theirs] = await store.take(ep_id, now_ms=now + 1000, n=1, claim_until_ms=now + 60_000)
+    await store.record(dlv, attempt, status=DeliveryStatus.failed, next_ms=None, fenced=True)
+    assert await redis.hget(row, "status") == b"pending" and await redis.hget(row, "attempts") == b"1"
+    await store.record(theirs, attempt, status=DeliveryStatus.succeeded, next_ms=None, fenced=True)
+    assert await redis.hget(row, "status") == b"succeeded"
+
+
+async def test_a_member_is_removed_only_if_it_is_gone_and_holds_nothing(redis: Redis) -> None:
+    # Regression: the removal was decided on an earlier snapshot; a live dispatcher that read
+    # entries in between lost them from the pending list for good when it was removed.
+    await redis.xgroup_create(OUTBOX_STREAM, "dispatchers", id="0", mkstream=True)
+    await publish(redis)
+    await redis.xreadgroup("dispatchers", "holder", {OUTBOX_STREAM: ">"}, count=10)
+    for name in ("idle", "beaming"):  # members that hold nothing
+        await redis.xgroup_createconsumer(OUTBOX_STREAM, "dispatchers", name)
+    await redis.set(keys.dispatcher_alive("beaming"), b"1", px=60_000)
+    membership = Membership(
+        redis, group="dispatchers", consumer="me", liveness_seconds=1, reclaim_idle_seconds=30
+    )
+    assert not await membership.drop("holder")  # no beacon, but it holds an entry
+    assert not await membership.drop("beaming")  # holds nothing, but alive
+    assert await membership.drop("idle")
+    members = {m["name"]: m["pending"] for m in await redis.xinfo_consumers(OUTBOX_STREAM, "dispatchers")}
+    assert members == {b"holder": 1, b"beaming": 0}
