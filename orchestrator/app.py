@@ -161,6 +161,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         allow_private=settings.webhook_allow_private,
     )
     routes = [*ROUTES, *webhook_api.routes()]
+    flow_ids = sorted(f.id for f in flows.all())
     spec = build_spec(
         routes,
         title="webhook-orchestrator",
@@ -168,9 +169,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         description="Run typed flows asynchronously; every status change is a signed, retried webhook.",
         error_model=ErrorBody,
         # Flow ids as an enum (an empty enum would allow nothing, so none without flows).
-        path_params={"flow_id": {"type": "string", "enum": sorted(f.id for f in flows.all())}}
-        if flows.all()
-        else None,
+        path_params={"flow_id": {"type": "string", "enum": flow_ids}} if flow_ids else None,
     )
     docs_page = render_html(spec)
 

@@ -153,11 +153,7 @@ def _literal_ip(host: str) -> IPAddress | None:
 
 def _describe(host: str, reason: str) -> str:
     """Phrase a refusal for ``host``: a canonical literal *is* the address, a name *resolves to* it."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return f"the host resolves to {reason}"
-    return f"the host is {reason}"
+    return f"the host is {reason}" if _is_ip_literal(host) else f"the host resolves to {reason}"
 
 
 # Labels of 1-63 letters, digits, hyphens (not at either end) or underscores (common in internal
@@ -169,6 +165,7 @@ _HOSTNAME = re.compile(
 
 
 def _is_ip_literal(host: str) -> bool:
+    """True if ``host`` is an IP address in canonical notation (not one of libc's looser spellings)."""
     try:
         ipaddress.ip_address(host)
     except ValueError:

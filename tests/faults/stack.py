@@ -27,8 +27,7 @@ class Stack:
     settings: Settings
     logs: Path
     procs: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
-    kills: list[tuple[str, float]] = field(default_factory=list)  # (role, wall-clock time)
-    killed_at: dict[int, float] = field(default_factory=dict)  # pid -> when it was SIGKILLed
+    killed_at: dict[int, float] = field(default_factory=dict)  # pid -> when it was SIGKILLed (wall clock)
     log_of: dict[int, Path] = field(default_factory=dict)  # pid -> its stderr
 
     def start(self, role: str, *args: str) -> subprocess.Popen[bytes]:
@@ -54,8 +53,6 @@ class Stack:
         at = time.time()
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        role = next(r for r, p in self.procs if p is proc)
-        self.kills.append((role, at))
         self.killed_at[proc.pid] = at
         return at
 

@@ -168,7 +168,7 @@ async def test_workers_killed_over_and_over_lose_no_run(tmp_path: Path) -> None:
     report(
         "worker crash",
         runs=len(ids),
-        worker_kills=len(procs.kills),
+        worker_kills=len(procs.killed_at),
         attempts_lost=sum(len(d) for d in detect.values()),
         retried_then_succeeded=retried,
         worker_lost=lost,
