@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .context import RunContext
-from .errors import FlowError
-from .models import Execution, ExecutionError, ExecutionStatus, Metrics
-from .registry import flow
+from orchestrator.context import RunContext
+from orchestrator.errors import FlowError
+from orchestrator.flows import flow
+from orchestrator.models import Execution, ExecutionError, ExecutionStatus, Metrics
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 """``python -m orchestrator …`` runs the CLI."""
 
-from .cli import main
+from orchestrator.cli.main import main
 
 main()

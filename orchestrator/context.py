@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from .models import Metrics
+from orchestrator.models import Metrics
 
 if TYPE_CHECKING:
-    from .store import RunStore, Stored
+    from orchestrator.runs.store import RunStore, Stored
 
 logger = logging.getLogger(__name__)
 

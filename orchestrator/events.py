@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
+from orchestrator.models import ExecutionStatus
 from webhooks.models import format_timestamp
-
-from .models import ExecutionStatus
 
 PREFIX = "execution."
 PROGRESS = "execution.progress"

@@ -17,11 +17,11 @@ import pytest
 import uvicorn
 from redis.asyncio import Redis
 
-from orchestrator.app import create_app
-from orchestrator.embedded import EmbeddedRedis, RedisNotFound, free_port
-from orchestrator.registry import Registry, load_registry
+from orchestrator.api.app import create_app
+from orchestrator.dev.embedded import EmbeddedRedis, RedisNotFound, free_port
+from orchestrator.flows import Registry, load_registry
 from orchestrator.settings import Settings
-from orchestrator.worker import WakingWorker, build_worker
+from orchestrator.worker.worker import WakingWorker, build_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -4,8 +4,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from orchestrator.registry import Registry
-from orchestrator.worker import WakingWorker
+from orchestrator.flows import Registry
+from orchestrator.worker.worker import WakingWorker
 from tests.conftest import KEY_A, free_port, make_settings, serve, wait_for
 
 
@@ -292,7 +292,7 @@ async def test_a_stopped_api_closes_its_redis_connections(
 
 
 async def test_keys_made_by_the_cli_work_and_are_stored_hashed(api_server, redis: Redis) -> None:
-    from orchestrator.auth import create_key
+    from orchestrator.api.auth import create_key
 
     key = await create_key(redis, "tenant-c")
     stored = await redis.hgetall("orch:apikeys")

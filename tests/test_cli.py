@@ -4,7 +4,7 @@ import sys
 
 from redis.asyncio import Redis
 
-from orchestrator.auth import digest
+from orchestrator.api.auth import digest
 from orchestrator.settings import Settings
 from tests.conftest import KEY_A, ROOT, subprocess_env, wait_for
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 from redis.asyncio import Redis
 
-from orchestrator.worker import WakingWorker
+from orchestrator.worker.worker import WakingWorker
 from tests.conftest import EXAMPLES, KEY_A, ROOT, ServedApp
 from tests.webhooks.conftest import running_dispatcher
 

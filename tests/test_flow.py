@@ -12,9 +12,9 @@ import svix.webhooks as svix_webhooks
 from aiohttp import web
 from redis.asyncio import Redis
 
-from orchestrator.registry import Registry
+from orchestrator.flows import Registry
 from orchestrator.settings import Settings
-from orchestrator.worker import WakingWorker
+from orchestrator.worker.worker import WakingWorker
 from tests.conftest import make_settings, spawn, wait_for
 from tests.receiver import Receiver
 from tests.webhooks.conftest import running_dispatcher

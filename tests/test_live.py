@@ -9,10 +9,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from orchestrator import keys
-from orchestrator.live import prefer_wait
-from orchestrator.retention import trim_indexes
-from orchestrator.worker import WakingWorker
+from orchestrator.api.waiting import prefer_wait
+from orchestrator.runs import keys
+from orchestrator.runs.retention import trim_indexes
+from orchestrator.worker.worker import WakingWorker
 from tests.conftest import KEY_A, ServedApp, make_settings, wait_for
 from tests.test_store import make_store
 
@@ -400,8 +400,8 @@ async def test_terminal_runs_expire_with_their_log_and_index_entries(redis_url: 
 async def test_a_resubscribe_makes_waiters_re_read(redis: Redis, settings) -> None:
     # Regression: after a lost subscription, a waiter that had last heard "running" kept sleeping
     # through a terminal transition published while nobody listened, until its own timeout.
-    from orchestrator.live import wait_terminal
-    from orchestrator.waiters import Waiters
+    from orchestrator.api.waiters import Waiters
+    from orchestrator.api.waiting import wait_terminal
     from tests.test_store import make_store
 
     store = make_store(redis, settings)

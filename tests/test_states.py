@@ -4,7 +4,7 @@ import pytest
 
 from orchestrator.errors import InvalidTransition
 from orchestrator.models import Execution, ExecutionError, ExecutionStatus
-from orchestrator.states import ALLOWED, advance, can_advance
+from orchestrator.runs.states import ALLOWED, advance, can_advance
 
 S = ExecutionStatus
 T0 = datetime(2026, 11, 28, 23, 43, 1, 123000, tzinfo=UTC)

@@ -4,12 +4,12 @@ import json
 import pytest
 from redis.asyncio import Redis
 
-from orchestrator import keys
 from orchestrator.errors import InvalidTransition, RunNotFound, StaleAttempt
 from orchestrator.models import ExecutionStatus, Metrics
-from orchestrator.queue import job_key
+from orchestrator.runs import keys
+from orchestrator.runs.jobs import job_key
+from orchestrator.runs.store import RunStore
 from orchestrator.settings import Settings
-from orchestrator.store import RunStore
 from webhooks.outbox import OUTBOX_STREAM
 
 S = ExecutionStatus

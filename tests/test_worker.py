@@ -5,13 +5,13 @@ import signal
 import pytest
 from redis.asyncio import Redis
 
-from orchestrator import keys
+from orchestrator.flows import Registry
 from orchestrator.models import Execution, ExecutionStatus
-from orchestrator.queue import enqueue_run
-from orchestrator.registry import Registry
+from orchestrator.runs import keys
+from orchestrator.runs.jobs import enqueue_run
+from orchestrator.runs.store import RunStore
 from orchestrator.settings import Settings
-from orchestrator.store import RunStore
-from orchestrator.worker import WakingWorker
+from orchestrator.worker.worker import WakingWorker
 from tests.conftest import make_settings, running_worker, spawn, wait_for
 from tests.test_store import make_store, outbox
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .signing import Event, WebhookVerificationError, generate_secret, sign, verify
+from webhooks.signing import Event, WebhookVerificationError, generate_secret, sign, verify
 
 if TYPE_CHECKING:
-    from .dispatcher import Dispatcher
-    from .receiver import MemoryStore, Received, Receiver, RedisStore
+    from webhooks.dispatcher import Dispatcher
+    from webhooks.receiver import MemoryStore, Received, Receiver, RedisStore
 
 __all__ = [
     "Dispatcher",

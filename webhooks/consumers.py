@@ -17,8 +17,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from . import keys, scripts
-from .outbox import OUTBOX_STREAM
+from webhooks import keys, scripts
+from webhooks.outbox import OUTBOX_STREAM
 
 logger = logging.getLogger(__name__)
 Entry = tuple[bytes, dict[bytes, bytes]]

@@ -9,9 +9,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from . import keys, scripts
-from .ids import id_floor, new_id
-from .models import Attempt, DeliveryOut, DeliveryStatus, Endpoint, format_timestamp, from_ms
+from webhooks import keys, scripts
+from webhooks.ids import id_floor, new_id
+from webhooks.models import Attempt, DeliveryOut, DeliveryStatus, Endpoint, format_timestamp, from_ms
 
 MAX_LOG = 50
 S = DeliveryStatus

@@ -24,19 +24,19 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from . import keys
-from .consumers import Membership
-from .deliveries import Delivery, DeliveryStore, Message
-from .endpoints import EndpointStore, matches
-from .errors import EndpointNotFound
-from .ids import new_id
-from .metrics import MetricsBuffer
-from .models import Attempt, DeliveryStatus, Endpoint, format_timestamp, from_ms
-from .outbox import OUTBOX_STREAM
-from .probes import Prober
-from .retry import Decision, classify
-from .sender import Sender
-from .settings import DispatcherSettings
+from webhooks import keys
+from webhooks.consumers import Membership
+from webhooks.deliveries import Delivery, DeliveryStore, Message
+from webhooks.endpoints import EndpointStore, matches
+from webhooks.errors import EndpointNotFound
+from webhooks.health import Prober
+from webhooks.ids import new_id
+from webhooks.metrics import MetricsBuffer
+from webhooks.models import Attempt, DeliveryStatus, Endpoint, format_timestamp, from_ms
+from webhooks.outbox import OUTBOX_STREAM
+from webhooks.retry import Decision, classify
+from webhooks.sender import Sender
+from webhooks.settings import DispatcherSettings
 
 logger = logging.getLogger(__name__)
 

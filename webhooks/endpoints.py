@@ -10,11 +10,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from . import keys, scripts
-from .errors import EndpointNotFound
-from .ids import is_valid, new_id
-from .models import DeliveryStatus, Endpoint
-from .signing import generate_secret
+from webhooks import keys, scripts
+from webhooks.errors import EndpointNotFound
+from webhooks.ids import is_valid, new_id
+from webhooks.models import DeliveryStatus, Endpoint
+from webhooks.signing import generate_secret
 
 ROTATION_OVERLAP_MS = 24 * 3600 * 1000
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .models import DeliveryStatus
+from webhooks.models import DeliveryStatus
 
 PREFIX = "wh"
 # endpoint id -> earliest due time (ms) of its deliveries: the endpoints with work to do.

@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from .signing import Event, verify
+from webhooks.signing import Event, verify
 
 M = TypeVar("M", bound=BaseModel)
 DEFAULT_TTL = 3 * 24 * 3600  # longer than the whole retry schedule

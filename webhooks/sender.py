@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 
 import aiohttp
 
-from .models import Attempt
-from .retry import parse_retry_after
-from .settings import DispatcherSettings
-from .signing import headers_for
-from .ssrf import guarded_connector
+from webhooks.models import Attempt
+from webhooks.retry import parse_retry_after
+from webhooks.settings import DispatcherSettings
+from webhooks.signing import headers_for
+from webhooks.ssrf import guarded_connector
 
 logger = logging.getLogger(__name__)
 

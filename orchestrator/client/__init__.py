@@ -5,10 +5,9 @@ It imports only pydantic, aiohttp and the shared models: never starlette, arq or
 
 from __future__ import annotations
 
-from ..models import Execution, ExecutionError, ExecutionStatus, FlowInfo, Metrics, RunEvent
-from ._async import AsyncClient
-from ._sync import Client
-from .errors import (
+from orchestrator.client._async import AsyncClient
+from orchestrator.client._sync import Client
+from orchestrator.client.errors import (
     APIConnectionError,
     APIError,
     APIStatusError,
@@ -24,7 +23,8 @@ from .errors import (
     TimeoutError,
     ValidationError,
 )
-from .pagination import AsyncPaginator
+from orchestrator.client.pagination import AsyncPaginator
+from orchestrator.models import Execution, ExecutionError, ExecutionStatus, FlowInfo, Metrics, RunEvent
 
 __all__ = [
     "APIConnectionError",

@@ -11,8 +11,8 @@ from typing import Any
 
 import aiohttp
 
-from ._base import Config, backoff, headers_for, make_config, should_retry, to_error
-from .errors import APIConnectionError, APITimeoutError
+from orchestrator.client._base import Config, backoff, headers_for, make_config, should_retry, to_error
+from orchestrator.client.errors import APIConnectionError, APITimeoutError
 
 
 @dataclass
@@ -40,9 +40,9 @@ class AsyncClient:
         max_retries: int = 2,
         http_client: aiohttp.ClientSession | None = None,
     ) -> None:
-        from .flows import AsyncFlows
-        from .runs import AsyncRuns
-        from .webhooks import AsyncWebhooks
+        from orchestrator.client.flows import AsyncFlows
+        from orchestrator.client.runs import AsyncRuns
+        from orchestrator.client.webhooks import AsyncWebhooks
 
         self.config: Config = make_config(base_url, api_key, timeout, max_retries)
         self._session = http_client

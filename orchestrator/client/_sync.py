@@ -17,11 +17,10 @@ from typing import Any, Generic, TypeVar
 import aiohttp
 from pydantic import BaseModel
 
+from orchestrator.client._async import AsyncClient
+from orchestrator.client.pagination import AsyncPaginator
+from orchestrator.models import Execution, ExecutionStatus, FlowInfo, RunEvent
 from webhooks.models import DeliveryOut, DeliveryStatus, EndpointOut
-
-from ..models import Execution, ExecutionStatus, FlowInfo, RunEvent
-from ._async import AsyncClient
-from .pagination import AsyncPaginator
 
 T = TypeVar("T")
 

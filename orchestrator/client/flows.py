@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pydantic import BaseModel
 
-from ..models import Execution, FlowInfo, execution_model
+from orchestrator.models import Execution, FlowInfo, execution_model
 
 if TYPE_CHECKING:
-    from ._async import AsyncClient
+    from orchestrator.client._async import AsyncClient
 
 OutT = TypeVar("OutT", bound=BaseModel)
 

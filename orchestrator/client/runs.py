@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
-from ..models import Execution, ExecutionStatus, RunEvent, event_model, execution_model
-from ._base import SSEParser, backoff, query
-from .errors import APIConnectionError, NotFoundError, TimeoutError
-from .pagination import AsyncPaginator
+from orchestrator.client._base import SSEParser, backoff, query
+from orchestrator.client.errors import APIConnectionError, NotFoundError, TimeoutError
+from orchestrator.client.pagination import AsyncPaginator
+from orchestrator.models import Execution, ExecutionStatus, RunEvent, event_model, execution_model
 
 if TYPE_CHECKING:
-    from ._async import AsyncClient
+    from orchestrator.client._async import AsyncClient
 
 OutT = TypeVar("OutT", bound=BaseModel)
 TERMINAL_EVENTS = frozenset(f"execution.{s.value}" for s in ExecutionStatus if s.terminal)

@@ -6,13 +6,12 @@ import builtins
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.client._base import query
+from orchestrator.client.pagination import AsyncPaginator
 from webhooks.models import DeliveryOut, DeliveryStatus, EndpointOut
 
-from ._base import query
-from .pagination import AsyncPaginator
-
 if TYPE_CHECKING:
-    from ._async import AsyncClient
+    from orchestrator.client._async import AsyncClient
 
 
 class AsyncWebhooks:

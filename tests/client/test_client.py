@@ -29,7 +29,7 @@ from orchestrator.client import (
 from orchestrator.client.flows import AsyncFlows
 from orchestrator.client.runs import AsyncRuns
 from orchestrator.client.webhooks import AsyncWebhooks
-from orchestrator.worker import WakingWorker
+from orchestrator.worker.worker import WakingWorker
 from tests.conftest import KEY_A, ROOT, ServedApp, free_port
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from orchestrator.embedded import EmbeddedRedis, free_port
+from orchestrator.dev.embedded import EmbeddedRedis, free_port
 from orchestrator.settings import Settings
 from tests.conftest import make_settings, spawn, wait_for
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orchestrator.embedded import EmbeddedRedis
+from orchestrator.dev.embedded import EmbeddedRedis
 from tests.conftest import tenant_client, wait_for
 from tests.faults.stack import event_log, runs_of, stack, wait_ready
 from tests.receiver import Receiver

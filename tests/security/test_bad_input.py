@@ -30,8 +30,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from orchestrator import keys
-from orchestrator.registry import Registry
+from orchestrator.flows import Registry
+from orchestrator.runs import keys
 from tests.conftest import KEY_A, KEY_B, ServedApp, make_settings, serve
 
 Snapshot = dict[bytes, tuple[bytes, Any, int]]

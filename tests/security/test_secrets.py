@@ -29,9 +29,9 @@ import pytest
 from aiohttp import web
 from redis.asyncio import Redis
 
-from orchestrator import auth
-from orchestrator.auth import KeyRing, digest
-from orchestrator.embedded import free_port
+from orchestrator.api import auth
+from orchestrator.api.auth import KeyRing, digest
+from orchestrator.dev.embedded import free_port
 from orchestrator.settings import Settings
 from tests.conftest import ROOT, make_settings, spawn, subprocess_env, wait_for
 from tests.receiver import Receiver
@@ -311,7 +311,7 @@ def test_logs_hold_no_secret_and_no_api_key(hunt: Hunt) -> None:
     logs = hunt.logs
     # The failure paths were logged (nothing in the code logs at DEBUG yet; a line that ever does
     # is covered, as the processes ran at that level).
-    assert b"INFO    orchestrator.store: run exec_" in logs["api"]
+    assert b"INFO    orchestrator.runs.store: run exec_" in logs["api"]
     assert b"-> 500 in" in logs["dispatcher"] and b"Cannot connect to host" in logs["dispatcher"]
     assert b"Traceback" in logs["worker"]  # the crash flow
     for secret in every_secret(hunt):

@@ -35,7 +35,7 @@ from aiohttp.test_utils import TestServer
 from redis.asyncio import Redis
 from yarl import URL
 
-from orchestrator.registry import Registry
+from orchestrator.flows import Registry
 from tests.conftest import ServedApp, make_settings, serve, tenant_client, wait_for
 from tests.receiver import Receiver
 from tests.security.redis_state import changes, snapshot

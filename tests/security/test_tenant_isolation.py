@@ -27,7 +27,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from orchestrator.registry import Registry
+from orchestrator.flows import Registry
 from orchestrator.settings import Settings
 from tests.conftest import KEY_A, KEY_B, ServedApp, running_worker, wait_for
 from tests.receiver import Receiver

@@ -17,7 +17,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from orchestrator.embedded import EmbeddedRedis
+from orchestrator.dev.embedded import EmbeddedRedis
 from tests.conftest import wait_for
 from tests.receiver import Receiver, hang
 from tests.webhooks.conftest import FAST, running_dispatcher

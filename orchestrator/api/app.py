@@ -1,0 +1,204 @@
+"""The Starlette application: lifespan (Redis), routes, and the one error handler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from orchestrator import __version__, events
+from orchestrator.api.auth import KeyRing
+from orchestrator.api.parsing import field_errors, read_json
+from orchestrator.api.runs import ROUTES, authenticate
+from orchestrator.api.waiters import Waiters
+from orchestrator.errors import HeadersTooLarge
+from orchestrator.flows import Registry, load_registry
+from orchestrator.models import ErrorBody, ErrorDetail
+from orchestrator.runs.store import RunStore
+from orchestrator.settings import Settings
+from webhooks.api.apidoc import build_spec, render_html
+from webhooks.api.routes import WebhookAPI
+from webhooks.deliveries import DeliveryStore
+from webhooks.endpoints import EndpointStore
+from webhooks.errors import HTTPError
+
+logger = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "invalid_json",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    422: "validation_error",
+    429: "rate_limited",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, details: dict[str, object] | None = None
+) -> Response:
+    """Render the API.md error envelope."""
+    body = ErrorBody(error=ErrorDetail(code=code, message=message, details=details or {}))
+    return Response(body.model_dump_json(), status_code=status, media_type="application/json")
+
+
+async def _on_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, HTTPError):
+        return error_response(exc.status_code, exc.code, exc.message, exc.details)
+    if isinstance(exc, HTTPException):
+        code = _HTTP_CODES.get(exc.status_code, "error")
+        return error_response(exc.status_code, code, str(exc.detail))
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        logger.warning("redis unavailable: %s", exc)
+        return error_response(503, "unavailable", "the data store is unavailable; retry shortly")
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal", "internal error")
+
+
+# What one request's headers may come to. uvicorn's httptools parser (the one `orchestrator api`
+# runs) limits neither the size nor the number of headers, so without this a route would act on,
+# say, a 1 MB Authorization or Prefer header. The values follow nginx (4 x 8 KiB) and gunicorn (100).
+MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADER_COUNT = 100
+
+
+class HeaderLimits:
+    """ASGI middleware: answer 431 to a request with too many or too large headers, before routing.
+
+    The header block is already in memory when the app sees it: what bounds that memory is a proxy
+    in front (or uvicorn's h11 parser); this bounds what the application reads, hashes and stores.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse an oversized header block; pass everything else through."""
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            size = sum(len(name) + len(value) for name, value in headers)
+            if len(headers) > MAX_HEADER_COUNT or size > MAX_HEADER_BYTES:
+                exc = HeadersTooLarge(
+                    f"send at most {MAX_HEADER_COUNT} headers of at most {MAX_HEADER_BYTES} bytes in all",
+                    details={"maxCount": MAX_HEADER_COUNT, "maxBytes": MAX_HEADER_BYTES},
+                )
+                response = error_response(exc.status_code, exc.code, exc.message, exc.details)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def redis_from_settings(settings: Settings, *, max_connections: int | None = None) -> Redis:
+    """An asyncio Redis client on a bounded pool that fails fast when Redis is down.
+
+    The pool is bounded so that load (or a thousand parked waiters) can never turn into a
+    thousand Redis connections: a request waits up to 5 s for a free connection, then gets 503.
+    The client owns its pool: ``aclose()`` closes the pool's connections too (``Redis(connection_pool=)``
+    would leave them open).
+    """
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=max_connections or settings.redis_max_connections,
+        timeout=5.0,
+        socket_connect_timeout=2.0,
+        socket_timeout=10.0,
+        health_check_interval=30,
+    )
+    return Redis.from_pool(pool)
+
+
+def create_app(settings: Settings, registry: Registry | None = None) -> Starlette:
+    """Build the API for `settings`; flows come from `registry` or the modules in ``ORCH_FLOWS``."""
+    flows = registry if registry is not None else load_registry(settings.flows)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redis = redis_from_settings(settings)
+        app.state.redis = redis
+        app.state.store = RunStore(
+            redis,
+            queue_name=settings.queue_name,
+            retention_seconds=settings.run_retention_seconds,
+            lease_seconds=settings.lease_seconds,
+            requeue_after_seconds=settings.requeue_after_seconds,
+        )
+        app.state.keyring = KeyRing(settings.api_keys, redis)
+        app.state.webhook_endpoints = EndpointStore(redis)
+        app.state.webhook_deliveries = DeliveryStore(
+            redis,
+            failed_ttl_ms=settings.webhook_failed_retention_seconds * 1000,
+            delivered_ttl_ms=settings.webhook_delivered_retention_seconds * 1000,
+        )
+        app.state.waiters = Waiters(redis)
+        await app.state.waiters.start()
+        try:
+            yield
+        finally:
+            await app.state.waiters.stop()
+            await redis.aclose()
+
+    webhook_api = WebhookAPI(
+        authenticate=authenticate,
+        read_json=partial(read_json, max_bytes=settings.max_body_bytes),
+        field_errors=field_errors,
+        event_types=events.ALL_EVENTS,
+        filter_values=lambda: {f.id for f in flows.all()},
+        allow_private=settings.webhook_allow_private,
+    )
+    routes = [*ROUTES, *webhook_api.routes()]
+    flow_ids = sorted(f.id for f in flows.all())
+    spec = build_spec(
+        routes,
+        title="webhook-orchestrator",
+        version=__version__,
+        description="Run typed flows asynchronously; every status change is a signed, retried webhook.",
+        error_model=ErrorBody,
+        # Flow ids as an enum (an empty enum would allow nothing, so none without flows).
+        path_params={"flow_id": {"type": "string", "enum": flow_ids}} if flow_ids else None,
+    )
+    docs_page = render_html(spec)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(spec)
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(docs_page)
+
+    app = Starlette(
+        routes=[
+            *routes,
+            Route("/openapi.json", openapi, methods=["GET"]),
+            Route("/docs", docs, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+        middleware=[Middleware(HeaderLimits)],
+        exception_handlers={
+            Exception: _on_error,
+            HTTPException: _on_error,
+            HTTPError: _on_error,
+            RedisConnectionError: _on_error,
+            RedisTimeoutError: _on_error,
+        },
+    )
+    app.state.settings = settings
+    app.state.registry = flows
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Factory for ``uvicorn --factory`` when the API runs several worker processes."""
+    return create_app(Settings.from_env())

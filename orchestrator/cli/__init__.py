@@ -1,0 +1,1 @@
+"""The ``orchestrator`` command: process commands, client commands over the SDK, ``webhooks listen``."""

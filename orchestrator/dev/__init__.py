@@ -1,0 +1,1 @@
+"""Developer tooling: ``orchestrator dev`` (embedded Redis, child processes) and ``orchestrator bench``."""

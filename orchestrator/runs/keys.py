@@ -1,0 +1,58 @@
+"""Every Redis key, channel and arq job id the orchestrator uses, in one place."""
+
+from __future__ import annotations
+
+from orchestrator.models import ExecutionStatus
+
+PREFIX = "orch"
+
+# Transition wake-ups for long-poll / SSE waiters and for workers (cancel).
+TRANSITIONS_CHANNEL = f"{PREFIX}:transitions"
+# Published after an enqueue so idle workers skip the rest of their poll sleep.
+WAKE_CHANNEL = f"{PREFIX}:wake"
+# run id -> lease deadline (ms) of the attempt that is executing it.
+LEASES = f"{PREFIX}:leases"
+# run id -> time (ms) after which its current attempt's job should be enqueued again if not started.
+PENDING = f"{PREFIX}:pending"
+# sha256(api key) -> tenant, for keys made by `orchestrator keys create`.
+API_KEYS = f"{PREFIX}:apikeys"
+
+# Every tenant that ever created a run, and per tenant every flow: enough to name every index key.
+TENANTS = f"{PREFIX}:tenants"
+
+JOB_FUNCTION = "execute_run"
+
+
+def tenant_flows(tenant: str) -> str:
+    """Set of the flow ids a tenant has runs of."""
+    return f"{PREFIX}:t:{tenant}:flows"
+
+
+def idempotency(tenant: str, key: str) -> str:
+    """The claim of one Idempotency-Key: its body fingerprint and the run ids it created."""
+    return f"{PREFIX}:t:{tenant}:idem:{key}"
+
+
+def run(run_id: str) -> str:
+    """Hash holding one execution (fields: json, status, sequence, attempt, tenant, flow, ...)."""
+    return f"{PREFIX}:run:{run_id}"
+
+
+def run_events(run_id: str) -> str:
+    """List of the run's events, in order, one JSON document each."""
+    return f"{PREFIX}:run:{run_id}:events"
+
+
+def index(tenant: str, *, flow_id: str | None = None, status: ExecutionStatus | None = None) -> str:
+    """Sorted set (all scores 0, members are time-ordered run ids) listing a tenant's runs."""
+    key = f"{PREFIX}:t:{tenant}:runs"
+    if flow_id is not None:
+        key += f":f:{flow_id}"
+    if status is not None:
+        key += f":s:{status.value}"
+    return key
+
+
+def job_id(run_id: str, attempt: int) -> str:
+    """arq job id of one attempt: a repeated enqueue of the same attempt is a no-op."""
+    return f"run:{run_id}:{attempt}"

@@ -1,0 +1,56 @@
+"""Retention: index entries leave with the executions they point at.
+
+A terminal execution and its event log expire by TTL (``ORCH_RUN_RETENTION_SECONDS``). Index
+members are time-ordered ids, so everything created before a cutoff is one ZREMRANGEBYLEX per
+index; the cutoff leaves a day of margin for runs that were long queued or running.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from redis.asyncio import Redis
+
+from orchestrator.models import ExecutionStatus
+from orchestrator.runs import keys
+from webhooks.ids import id_floor
+
+logger = logging.getLogger(__name__)
+
+MARGIN_SECONDS = 24 * 3600
+LOCK = f"{keys.PREFIX}:lock:retention"
+
+
+def index_keys(tenant: str, flows: list[str]) -> list[str]:
+    """Every index key of a tenant with runs of `flows`."""
+    statuses: list[ExecutionStatus | None] = [None, *ExecutionStatus]
+    out = []
+    for flow_id in [None, *flows]:
+        for status in statuses:
+            out.append(keys.index(tenant, flow_id=flow_id, status=status))
+    return out
+
+
+async def trim_indexes(
+    redis: Redis, *, retention_seconds: int, now_ms: int | None = None, every_seconds: int = 60
+) -> int | None:
+    """Drop index entries older than retention + margin; at most once per `every_seconds` cluster-wide.
+
+    Returns how many entries went, or None when another process trimmed recently.
+    """
+    if not await redis.set(LOCK, b"1", nx=True, ex=every_seconds):
+        return None
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    cutoff = id_floor("exec", now - (retention_seconds + MARGIN_SECONDS) * 1000)
+    removed = 0
+    for raw_tenant in await redis.smembers(keys.TENANTS):
+        tenant = raw_tenant.decode()
+        flows = sorted(f.decode() for f in await redis.smembers(keys.tenant_flows(tenant)))
+        async with redis.pipeline(transaction=False) as pipe:
+            for key in index_keys(tenant, flows):
+                pipe.zremrangebylex(key, "-", f"({cutoff}")
+            removed += sum(await pipe.execute())
+    if removed:
+        logger.info("retention removed %d index entries older than %s", removed, cutoff)
+    return removed

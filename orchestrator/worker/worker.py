@@ -1,0 +1,205 @@
+"""The arq worker: the job function, a worker that wakes on enqueue, and its background loops."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.worker import Worker, func
+from redis.exceptions import RedisError
+
+from orchestrator.flows import Registry
+from orchestrator.runs import keys
+from orchestrator.runs.retention import trim_indexes
+from orchestrator.runs.store import RunStore
+from orchestrator.settings import Settings
+from orchestrator.worker.reaper import sweep
+from orchestrator.worker.runner import Runner
+from webhooks.metrics import MetricsBuffer
+
+logger = logging.getLogger(__name__)
+
+# arq must never time a job out before the flow's own timeout has been handled.
+JOB_TIMEOUT_MARGIN = 30.0
+
+
+async def execute_run(ctx: dict[str, Any], run_id: str, attempt: int) -> str:
+    """arq job: execute one attempt of one run."""
+    runner: Runner = ctx["runner"]
+    return await runner.execute(run_id, attempt)
+
+
+class WakingWorker(Worker):
+    """An arq worker whose poll sleep is cut short by a wake-up (an enqueue, a freed slot).
+
+    arq polls its queue every ``poll_delay``; a run would wait half of that on average before it
+    starts. Here the sleep ends as soon as an enqueue is published, and the poll stays as the
+    fallback for a missed wake-up.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.wake = asyncio.Event()
+        self._stop_requested = False
+
+    def request_stop(self) -> None:
+        """Leave the main loop after the current poll (nothing is cut off half-way); jobs go on."""
+        self._stop_requested = True
+        self.wake.set()
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        self.wake.set()  # a slot is free: look at the queue again now
+
+    async def main(self) -> None:
+        """arq's main loop with an interruptible poll sleep."""
+        if self._pool is None:
+            self._pool = await create_pool(
+                self.redis_settings,
+                job_deserializer=self.job_deserializer,
+                job_serializer=self.job_serializer,
+                default_queue_name=self.queue_name,
+                expires_extra_ms=self.expires_extra_ms,
+            )
+        logger.info("worker starting for %s", ", ".join(self.functions))
+        self.ctx["redis"] = self.pool
+        if self.on_startup:
+            await self.on_startup(self.ctx)
+        outage = 0.0
+        while not self._stop_requested:
+            self.wake.clear()
+            try:
+                await self._poll_iteration()
+            except (RedisError, OSError) as exc:  # incl. WatchError raised for a lost connection
+                # Redis is down or restarting: keep the process, retry with backoff (arq would exit).
+                outage = min(max(outage * 2, 0.1), 5.0)
+                logger.warning("worker cannot reach Redis (%s); retrying in %.1fs", exc, outage)
+                await asyncio.sleep(outage)
+                continue
+            outage = 0.0
+            if self.burst:
+                if 0 <= self.max_burst_jobs <= self._jobs_started():
+                    await asyncio.gather(*self.tasks.values())
+                    return
+                if await self.pool.zcard(self.queue_name) == 0:
+                    await asyncio.gather(*self.tasks.values())
+                    return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.poll_delay_s)
+
+
+async def _every(
+    seconds: float, what: str, action: Callable[[], Awaitable[object]], stop: asyncio.Event
+) -> None:
+    """Run `action` every `seconds` until `stop` is set; it is never interrupted half-way."""
+    while not stop.is_set():
+        try:
+            await action()
+        except Exception:
+            logger.warning("%s failed; retrying in %.1fs", what, seconds, exc_info=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _listen(pool: ArqRedis, runner: Runner, wake: asyncio.Event) -> None:
+    """One subscription per worker: enqueue wake-ups and transitions (to stop cancelled runs)."""
+    while True:
+        pubsub = pool.pubsub()
+        try:
+            await pubsub.subscribe(keys.WAKE_CHANNEL, keys.TRANSITIONS_CHANNEL)
+            while True:
+                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+                if msg is None:
+                    continue
+                if msg["channel"] == keys.WAKE_CHANNEL.encode():
+                    wake.set()
+                    continue
+                parts = msg["data"].decode().split(" ")
+                if len(parts) == 4:
+                    runner.on_transition(parts[0], parts[1], int(parts[3]))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.warning("worker subscription lost; resubscribing", exc_info=True)
+            wake.set()  # we may have missed an enqueue
+            await asyncio.sleep(0.5)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+
+def build_worker(
+    settings: Settings, registry: Registry, *, burst: bool = False, **overrides: Any
+) -> WakingWorker:
+    """Build a worker serving `registry` with the tuning in `settings`."""
+    tasks: list[asyncio.Task[None]] = []
+    stop = asyncio.Event()
+    worker: WakingWorker
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        pool: ArqRedis = ctx["redis"]
+        store = RunStore(
+            pool,
+            queue_name=settings.queue_name,
+            retention_seconds=settings.run_retention_seconds,
+            lease_seconds=settings.lease_seconds,
+            requeue_after_seconds=settings.requeue_after_seconds,
+        )
+        metrics = MetricsBuffer(pool)
+        runner = Runner(store, registry, metrics)
+        ctx["runner"] = runner
+        ctx["store"] = store
+        loop = asyncio.get_running_loop()
+        tasks.append(loop.create_task(_listen(pool, runner, worker.wake)))
+        tasks.append(
+            loop.create_task(_every(settings.heartbeat_seconds, "heartbeat", runner.heartbeat, stop))
+        )
+
+        async def sweep_once() -> None:
+            await sweep(
+                store,
+                pool,
+                max_attempts=settings.max_attempts,
+                queue_name=settings.queue_name,
+                metrics=metrics,
+            )
+            await trim_indexes(pool, retention_seconds=settings.run_retention_seconds)
+
+        tasks.append(loop.create_task(_every(settings.sweep_seconds, "sweep", sweep_once, stop)))
+        tasks.append(loop.create_task(metrics.run(stop)))
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        # Let the loops finish what they are doing (a half-run Redis pipeline leaks its
+        # connection), then cancel whatever is still waiting (the subscription).
+        stop.set()
+        listener, loops = tasks[0], tasks[1:]
+        listener.cancel()
+        _, late = await asyncio.wait(loops, timeout=5.0) if loops else (set(), set())
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks.clear()
+
+    options: dict[str, Any] = {
+        "functions": [
+            func(execute_run, name=keys.JOB_FUNCTION, timeout=registry.max_timeout + JOB_TIMEOUT_MARGIN)
+        ],
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "queue_name": settings.queue_name,
+        "max_jobs": settings.worker_max_jobs,
+        "poll_delay": settings.worker_poll_delay,
+        "keep_result": 0,
+        "max_tries": 1000,  # attempts are ours to count (see reaper); arq re-runs are no-ops
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "burst": burst,
+        "handle_signals": not burst,
+        "log_results": False,
+    }
+    options.update(overrides)
+    worker = WakingWorker(**options)
+    return worker

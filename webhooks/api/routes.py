@@ -1,0 +1,350 @@
+"""HTTP routes of the webhook service, mounted by an application that supplies auth and parsing.
+
+The mounting app passes how to authenticate a request (to a tenant), how to read a bounded JSON
+body, which event types exist, and which filter values (flow ids) are valid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from webhooks.api.apidoc import Param, links_to, operation
+from webhooks.deliveries import DeliveryStore
+from webhooks.endpoints import EndpointStore, now_ms
+from webhooks.errors import DeliveryNotFound, InvalidEndpoint
+from webhooks.ids import is_valid
+from webhooks.models import (
+    CountOut,
+    DeliveryPage,
+    DeliveryStatus,
+    EndpointCreate,
+    EndpointOut,
+    EndpointPage,
+    EndpointPatch,
+    MessageRef,
+    Page,
+    RecoverBody,
+    SecretOut,
+)
+from webhooks.signing import WebhookVerificationError, parse_secret
+from webhooks.ssrf import UnsafeURL, check_url
+
+M = TypeVar("M", bound=BaseModel)
+MAX_PAGE = 100
+PAGING = [
+    Param("limit", "Page size (1-100, default 20)", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+    Param("cursor", "nextCursor of the previous page"),
+]
+MIN_SECRET_BYTES = 24
+
+
+# The calls that take an endpoint id from a response naming an endpoint.
+ENDPOINT_TARGETS = {
+    "GetEndpoint": "get",
+    "ChangeEndpoint": "patch",
+    "DeleteEndpoint": "delete",
+    "RotateSecret": "rotate",
+    "SendTest": "test",
+    "EndpointDeliveries": "deliveries",
+    "RecoverEndpoint": "recover",
+}
+
+
+@dataclass(frozen=True)
+class WebhookAPI:
+    """What the mounting application provides."""
+
+    authenticate: Callable[[Request], Awaitable[str]]
+    read_json: Callable[[Request], Awaitable[Any]]
+    field_errors: Callable[[ValidationError], list[dict[str, Any]]]
+    event_types: Collection[str]
+    filter_values: Callable[[], Collection[str]]
+    allow_private: bool
+
+    def stores(self, request: Request) -> tuple[EndpointStore, DeliveryStore]:
+        """The stores on ``app.state`` (built in the app's lifespan)."""
+        return request.app.state.webhook_endpoints, request.app.state.webhook_deliveries
+
+    async def body(self, request: Request, model: type[M]) -> M:
+        """Read and validate the body as `model` (422 lists each bad field)."""
+        document = await self.read_json(request)
+        if not isinstance(document, dict):
+            raise InvalidEndpoint.field("body", "expected a JSON object", "dict_type")
+        try:
+            return model.model_validate(document)
+        except ValidationError as exc:
+            raise InvalidEndpoint("the body is invalid", details={"fields": self.field_errors(exc)}) from None
+
+    async def check_fields(
+        self, *, url: str | None, events: list[str] | None, flow_ids: list[str] | None
+    ) -> None:
+        """Refuse unsafe URLs, unknown event types and unknown flow ids (422)."""
+        if url is not None:
+            try:
+                await check_url(url, allow_private=self.allow_private)
+            except UnsafeURL as exc:
+                raise InvalidEndpoint.field("url", exc.reason, "url") from None
+        unknown = [e for e in events or [] if e not in self.event_types]
+        if unknown:
+            raise InvalidEndpoint.field("events", f"unknown event types: {', '.join(unknown)}", "enum")
+        if flow_ids:
+            known = self.filter_values()
+            missing = [f for f in flow_ids if f not in known]
+            if missing:
+                raise InvalidEndpoint.field("flowIds", f"unknown flows: {', '.join(missing)}", "enum")
+
+    def routes(self) -> list[Route]:
+        """The ``/v1/webhooks`` routes (API.md "Webhooks")."""
+        return [
+            Route("/v1/webhooks", self.create, methods=["POST"]),
+            Route("/v1/webhooks", self.list, methods=["GET"]),
+            Route("/v1/webhooks/default-secret", self.default_secret, methods=["GET"]),
+            Route("/v1/webhooks/{endpoint_id}", self.get, methods=["GET"]),
+            Route("/v1/webhooks/{endpoint_id}", self.patch, methods=["PATCH"]),
+            Route("/v1/webhooks/{endpoint_id}", self.delete, methods=["DELETE"]),
+            Route("/v1/webhooks/{endpoint_id}/rotate-secret", self.rotate, methods=["POST"]),
+            Route("/v1/webhooks/{endpoint_id}/test", self.test, methods=["POST"]),
+            Route("/v1/webhooks/{endpoint_id}/deliveries", self.deliveries, methods=["GET"]),
+            Route("/v1/webhooks/{endpoint_id}/deliveries/{message_id}/retry", self.retry, methods=["POST"]),
+            Route("/v1/webhooks/{endpoint_id}/recover", self.recover, methods=["POST"]),
+        ]
+
+    # ----- handlers ----------------------------------------------------------------------------
+
+    @operation(
+        summary="Create an endpoint (its secret is shown only here and on rotation)",
+        tag="Webhooks",
+        body=EndpointCreate,
+        responses={201: EndpointOut},
+        links={201: links_to(ENDPOINT_TARGETS, "endpoint_id", "$response.body#/id")},
+        errors=(400, 401, 413, 422, 503),
+    )
+    async def create(self, request: Request) -> Response:
+        """``POST /v1/webhooks``: 201 with the secret (shown only here and on rotation)."""
+        tenant = await self.authenticate(request)
+        body = await self.body(request, EndpointCreate)
+        await self.check_fields(url=body.url, events=body.events, flow_ids=body.flow_ids)
+        if body.secret is not None:
+            _check_secret(body.secret)
+        endpoints, _ = self.stores(request)
+        endpoint = await endpoints.create(
+            tenant=tenant,
+            url=body.url,
+            events=body.events or [],
+            flow_ids=body.flow_ids or [],
+            description=body.description,
+            secret=body.secret,
+        )
+        return _render(EndpointOut.of(endpoint, with_secret=True), 201)
+
+    @operation(
+        summary="List endpoints (no secrets)",
+        tag="Webhooks",
+        responses={200: EndpointPage},
+        query=PAGING,
+        errors=(401, 422, 503),
+    )
+    async def list(self, request: Request) -> Response:
+        """``GET /v1/webhooks``: newest first, no secrets."""
+        tenant = await self.authenticate(request)
+        limit = _limit(request)
+        cursor = _cursor(request, "wh")
+        endpoints, _ = self.stores(request)
+        items, next_cursor = await endpoints.page(tenant, limit=limit, cursor=cursor)
+        return _render(Page(data=[EndpointOut.of(e) for e in items], next_cursor=next_cursor))
+
+    @operation(
+        summary="Get an endpoint", tag="Webhooks", responses={200: EndpointOut}, errors=(401, 404, 503)
+    )
+    async def get(self, request: Request) -> Response:
+        """``GET /v1/webhooks/{id}`` (no secret)."""
+        tenant = await self.authenticate(request)
+        endpoints, _ = self.stores(request)
+        endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
+        return _render(EndpointOut.of(endpoint))
+
+    @operation(
+        summary="Change url, events, flowIds, description or enabled",
+        tag="Webhooks",
+        body=EndpointPatch,
+        responses={200: EndpointOut},
+        errors=(400, 401, 404, 413, 422, 503),
+    )
+    async def patch(self, request: Request) -> Response:
+        """``PATCH /v1/webhooks/{id}``: change url, events, flowIds, description, enabled."""
+        tenant = await self.authenticate(request)
+        endpoints, _ = self.stores(request)
+        endpoint_id = request.path_params["endpoint_id"]
+        await endpoints.get(endpoint_id, tenant=tenant)
+        body = await self.body(request, EndpointPatch)
+        await self.check_fields(url=body.url, events=body.events, flow_ids=body.flow_ids)
+        changes = body.model_dump(exclude_unset=True)
+        if any(v is None for v in changes.values()):
+            nulls = [k for k, v in changes.items() if v is None]
+            raise InvalidEndpoint.field(nulls[0], "may not be null", "none_forbidden")
+        endpoint = await endpoints.update(endpoint_id, tenant=tenant, changes=changes)
+        return _render(EndpointOut.of(endpoint))
+
+    @operation(summary="Delete an endpoint", tag="Webhooks", responses={204: None}, errors=(401, 404, 503))
+    async def delete(self, request: Request) -> Response:
+        """``DELETE /v1/webhooks/{id}``: 204."""
+        tenant = await self.authenticate(request)
+        endpoints, _ = self.stores(request)
+        await endpoints.delete(request.path_params["endpoint_id"], tenant=tenant)
+        return Response(status_code=204)
+
+    @operation(
+        summary="Rotate the secret (the old one signs beside it for 24 h)",
+        tag="Webhooks",
+        responses={200: SecretOut},
+        errors=(401, 404, 503),
+    )
+    async def rotate(self, request: Request) -> Response:
+        """``POST /v1/webhooks/{id}/rotate-secret``: the new secret; the old one signs for 24 h more."""
+        tenant = await self.authenticate(request)
+        endpoints, _ = self.stores(request)
+        secret = await endpoints.rotate_secret(request.path_params["endpoint_id"], tenant=tenant)
+        return JSONResponse({"secret": secret})
+
+    @operation(
+        summary="The tenant's default secret (signs one-run webhooks)",
+        tag="Webhooks",
+        responses={200: SecretOut},
+    )
+    async def default_secret(self, request: Request) -> Response:
+        """``GET /v1/webhooks/default-secret``: signs the one-run webhooks given at run creation."""
+        tenant = await self.authenticate(request)
+        endpoints, _ = self.stores(request)
+        return JSONResponse({"secret": await endpoints.default_secret(tenant)})
+
+    @operation(
+        summary="Send a webhook.test message",
+        tag="Webhooks",
+        responses={202: MessageRef},
+        links={
+            202: {
+                "RetryTestMessage": {
+                    "operationId": "retry",
+                    "parameters": {
+                        "endpoint_id": "$request.path.endpoint_id",
+                        "message_id": "$response.body#/messageId",
+                    },
+                }
+            }
+        },
+        errors=(401, 404, 503),
+    )
+    async def test(self, request: Request) -> Response:
+        """``POST /v1/webhooks/{id}/test``: 202 with the id of the ``webhook.test`` message."""
+        tenant = await self.authenticate(request)
+        endpoints, deliveries = self.stores(request)
+        endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
+        message_id = await deliveries.send_test(endpoint, now_ms=now_ms())
+        return JSONResponse({"messageId": message_id}, status_code=202)
+
+    @operation(
+        summary="Messages sent to the endpoint, each with every attempt",
+        tag="Webhooks",
+        responses={200: DeliveryPage},
+        query=[
+            Param(
+                "status",
+                "pending, succeeded or failed",
+                {"type": "string", "enum": ["pending", "succeeded", "failed"]},
+            ),
+            *PAGING,
+        ],
+        errors=(401, 404, 422, 503),
+    )
+    async def deliveries(self, request: Request) -> Response:
+        """``GET /v1/webhooks/{id}/deliveries?status=``: messages with every attempt, newest first."""
+        tenant = await self.authenticate(request)
+        endpoints, deliveries = self.stores(request)
+        endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
+        raw = request.query_params.get("status")
+        status: DeliveryStatus | None = None
+        if raw:
+            try:
+                status = DeliveryStatus(raw)
+            except ValueError:
+                raise InvalidEndpoint.field(
+                    "status", "must be pending, succeeded or failed", "enum"
+                ) from None
+        items, next_cursor = await deliveries.page(
+            endpoint.id, status=status, limit=_limit(request), cursor=_cursor(request, "msg")
+        )
+        return _render(Page(data=items, next_cursor=next_cursor))
+
+    @operation(
+        summary="Send one message again now (same webhook-id)",
+        tag="Webhooks",
+        responses={202: MessageRef},
+        errors=(401, 404, 503),
+    )
+    async def retry(self, request: Request) -> Response:
+        """``POST /v1/webhooks/{id}/deliveries/{messageId}/retry``: 202, sent again now (same webhook-id)."""
+        tenant = await self.authenticate(request)
+        endpoints, deliveries = self.stores(request)
+        endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
+        message_id = request.path_params["message_id"]
+        if not is_valid(message_id, "msg") or not await deliveries.requeue(
+            message_id, endpoint.id, now_ms=now_ms()
+        ):
+            raise DeliveryNotFound(f"no message {message_id} for endpoint {endpoint.id}")
+        return JSONResponse({"messageId": message_id, "status": "pending"}, status_code=202)
+
+    @operation(
+        summary="Send again every message that failed since a time",
+        tag="Webhooks",
+        body=RecoverBody,
+        responses={202: CountOut},
+        errors=(400, 401, 404, 413, 422, 503),
+    )
+    async def recover(self, request: Request) -> Response:
+        """``POST /v1/webhooks/{id}/recover {since}``: 202 with how many failed messages go again."""
+        tenant = await self.authenticate(request)
+        endpoints, deliveries = self.stores(request)
+        endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
+        body = await self.body(request, RecoverBody)
+        since = body.since
+        if since.tzinfo is None:
+            raise InvalidEndpoint.field("since", "must include a time zone (e.g. Z)", "datetime")
+        count = await deliveries.recover(endpoint.id, int(since.timestamp() * 1000), now_ms=now_ms())
+        return JSONResponse({"count": count}, status_code=202)
+
+
+def _render(model: BaseModel, status_code: int = 200) -> Response:
+    return Response(
+        model.model_dump_json(by_alias=True), status_code=status_code, media_type="application/json"
+    )
+
+
+def _check_secret(secret: str) -> None:
+    try:
+        key = parse_secret(secret)
+    except WebhookVerificationError:
+        key = b""
+    if not secret.startswith("whsec_") or len(key) < MIN_SECRET_BYTES:
+        raise InvalidEndpoint.field("secret", f"must be whsec_ + base64 of at least {MIN_SECRET_BYTES} bytes")
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit") or "20"
+    # The length check comes first: int() refuses (ValueError) more than 4300 digits.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12 or not 1 <= int(raw) <= MAX_PAGE:
+        raise InvalidEndpoint.field("limit", f"must be an integer from 1 to {MAX_PAGE}", "range")
+    return int(raw)
+
+
+def _cursor(request: Request, prefix: str) -> str | None:
+    raw = request.query_params.get("cursor") or None
+    if raw is not None and not is_valid(raw, prefix):
+        raise InvalidEndpoint.field("cursor", "not a cursor returned by this API")
+    return raw
