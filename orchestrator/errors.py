@@ -1,18 +1,19 @@
 """Server-side error tree; each error knows its HTTP status and API.md code.
 
-    OrchestratorError                  500 internal
-    ├── InvalidJSON                    400 invalid_json
-    ├── Unauthorized                   401 unauthorized
-    ├── NotFound                       404 not_found
-    │   ├── RunNotFound
-    │   └── FlowNotFound
-    ├── Conflict                       409 conflict
-    │   └── InvalidTransition          (also raised inside workers)
-    ├── PayloadTooLarge                413 payload_too_large
-    ├── ValidationFailed               422 validation_error
-    ├── RateLimited                    429 rate_limited
-    ├── HeadersTooLarge                431 headers_too_large
-    └── Unavailable                    503 unavailable
+    HTTPError (webhooks.errors)        the shape of every API error
+    ├── InvalidJSON                    400 invalid_json        } request errors shared with the
+    ├── PayloadTooLarge                413 payload_too_large   } webhook routes, defined in
+    ├── ValidationFailed               422 validation_error    } webhooks.errors
+    └── OrchestratorError              500 internal
+        ├── Unauthorized               401 unauthorized
+        ├── NotFound                   404 not_found
+        │   ├── RunNotFound
+        │   └── FlowNotFound
+        ├── Conflict                   409 conflict
+        │   └── InvalidTransition      (also raised inside workers)
+        ├── RateLimited                429 rate_limited
+        ├── HeadersTooLarge            431 headers_too_large
+        └── Unavailable                503 unavailable
     StaleAttempt                       (worker-internal: a newer attempt owns the run)
 
 ``FlowError`` is what a flow raises to fail its execution with a code of its own.
@@ -22,18 +23,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from webhooks.errors import HTTPError
+from webhooks.errors import HTTPError, InvalidJSON, PayloadTooLarge, ValidationFailed
+
+__all__ = [
+    "Conflict",
+    "FlowError",
+    "FlowNotFound",
+    "HTTPError",
+    "HeadersTooLarge",
+    "InvalidJSON",
+    "InvalidTransition",
+    "NotFound",
+    "OrchestratorError",
+    "PayloadTooLarge",
+    "RateLimited",
+    "RunNotFound",
+    "StaleAttempt",
+    "Unauthorized",
+    "Unavailable",
+    "ValidationFailed",
+]
 
 
 class OrchestratorError(HTTPError):
     """Root of the server's errors; rendered by the one handler in ``app.py``."""
-
-
-class InvalidJSON(OrchestratorError):
-    """The body is not a JSON document (or not UTF-8)."""
-
-    status_code = 400
-    code = "invalid_json"
 
 
 class Unauthorized(OrchestratorError):
@@ -76,20 +89,6 @@ class InvalidTransition(Conflict):
         self.run_id = run_id
         self.current = current
         self.target = target
-
-
-class PayloadTooLarge(OrchestratorError):
-    """The body is larger than ``ORCH_MAX_BODY_BYTES``."""
-
-    status_code = 413
-    code = "payload_too_large"
-
-
-class ValidationFailed(OrchestratorError):
-    """The body or query is well-formed JSON but breaks the schema; details list each bad field."""
-
-    status_code = 422
-    code = "validation_error"
 
 
 class RateLimited(OrchestratorError):

@@ -1,20 +1,30 @@
-"""Event type names and the two renderings of one transition: its log entry and its wire body."""
+"""Every event type name and set, and the two renderings of one transition (log entry, wire body).
+
+Names follow the ``resource.action`` form of Standard Webhooks and Svix (``execution.success``).
+"""
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
 
-from orchestrator.models import ExecutionStatus
+from orchestrator.models import TERMINAL_STATUSES, ExecutionStatus
 from webhooks.models import format_timestamp
 
 PREFIX = "execution."
 PROGRESS = "execution.progress"
 TEST = "webhook.test"
 STATUS_EVENTS = tuple(PREFIX + s.value for s in ExecutionStatus)
+# The events after which a run never changes again (an SSE stream ends after one).
+TERMINAL_EVENTS = frozenset(PREFIX + s.value for s in TERMINAL_STATUSES)
 # What an endpoint receives when it names no events: every status change, not progress.
 DEFAULT_EVENTS = STATUS_EVENTS
+# What a run's own `webhook: {events}` may ask for.
+RUN_WEBHOOK_EVENTS = (*STATUS_EVENTS, PROGRESS)
+# What an endpoint may subscribe to.
 ALL_EVENTS = (*STATUS_EVENTS, PROGRESS, TEST)
+# Sent at most once per interval per run and endpoint (webhooks.fanout coalesces them).
+COALESCED_EVENTS = (PROGRESS,)
 
 
 def status_event(status: ExecutionStatus) -> str:

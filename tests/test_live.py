@@ -18,7 +18,7 @@ from tests.test_store import make_store
 
 
 def waiters(api_server: ServedApp) -> int:
-    return len(api_server.app.state.waiters)
+    return len(api_server.app.state.services.waiters)
 
 
 async def create(client: httpx.AsyncClient, flow: str = "slow", data: dict | None = None, **kw) -> dict:
@@ -111,7 +111,7 @@ async def test_a_thousand_waiters_share_one_subscription(
         results = await asyncio.wait_for(asyncio.gather(*tasks), 30)
     assert all(status == 200 and body["status"] == "cancelled" for status, body in results)
     assert parked <= baseline  # 1,000 parked waiters cost no Redis connection
-    assert parked <= api_server.app.state.settings.redis_max_connections + 5
+    assert parked <= api_server.app.state.services.settings.redis_max_connections + 5
     assert waiters(api_server) == 0
 
 

@@ -1,15 +1,17 @@
 import asyncio
 import json
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from orchestrator.errors import InvalidTransition, RunNotFound, StaleAttempt
-from orchestrator.models import ExecutionStatus, Metrics
+from orchestrator.models import Execution, ExecutionStatus, Metrics
 from orchestrator.runs import keys
-from orchestrator.runs.jobs import job_key
+from orchestrator.runs.jobs import job_id, job_key
 from orchestrator.runs.store import RunStore
 from orchestrator.settings import Settings
+from orchestrator.worker.reaper import lost_attempt_plan
 from webhooks.outbox import OUTBOX_STREAM
 
 S = ExecutionStatus
@@ -22,6 +24,16 @@ def make_store(redis: Redis, settings: Settings) -> RunStore:
         retention_seconds=settings.run_retention_seconds,
         lease_seconds=settings.lease_seconds,
         requeue_after_seconds=settings.requeue_after_seconds,
+    )
+
+
+async def reap(store: RunStore, run_id: str, *, max_attempts: int) -> Execution[Any] | None:
+    """What the reaper does to a run whose lease expired."""
+    return await store.take_over(
+        run_id,
+        lambda stored, now: lost_attempt_plan(
+            stored, now=now, max_attempts=max_attempts, requeue_ms=store.requeue_ms
+        ),
     )
 
 
@@ -56,8 +68,8 @@ async def test_create_writes_queued_event_index_and_job(
     body = json.loads(event["body"])
     assert set(body) == {"type", "timestamp", "data"}
     assert body["data"]["status"] == "queued" and body["data"]["sequence"] == 1
-    assert await redis.zscore(settings.queue_name, keys.job_id(run.id, 1)) is not None
-    assert await redis.exists(job_key(keys.job_id(run.id, 1)))
+    assert await redis.zscore(settings.queue_name, job_id(run.id, 1)) is not None
+    assert await redis.exists(job_key(job_id(run.id, 1)))
     assert await redis.zscore(keys.PENDING, run.id) is not None
     assert await redis.zrange(keys.index("a"), 0, -1) == [run.id.encode()]
     assert await redis.zrange(keys.index("a", status=S.queued), 0, -1) == [run.id.encode()]
@@ -115,14 +127,14 @@ async def test_stale_attempt_is_refused(store: RunStore, redis: Redis) -> None:
     rid = await create(store)
     await store.start(rid, 1)
     await redis.zadd(keys.LEASES, {rid: 0})  # expire the lease
-    retried = await store.reap(rid, max_attempts=3)
+    retried = await reap(store, rid, max_attempts=3)
     assert retried is not None and retried.attempt == 2 and retried.status is S.running
     with pytest.raises(StaleAttempt):
         await store.finish(rid, 1, S.success)
     with pytest.raises(StaleAttempt):
         await store.progress(rid, 1, Metrics(steps_run=5))
     assert await store.save_partial(rid, 1, "{}") is False
-    assert await store.heartbeat([(rid, 1)]) == [rid]
+    assert await store.leases.heartbeat([(rid, 1)]) == [rid]
     stored = await store.start(rid, 2)
     assert stored.run.attempt == 2
     with pytest.raises(StaleAttempt):
@@ -133,7 +145,7 @@ async def test_stale_attempt_is_refused(store: RunStore, redis: Redis) -> None:
 async def test_reap_skips_a_renewed_lease(store: RunStore, redis: Redis) -> None:
     rid = await create(store)
     await store.start(rid, 1)
-    assert await store.reap(rid, max_attempts=3) is None  # lease still valid
+    assert await reap(store, rid, max_attempts=3) is None  # lease still valid
     assert (await store.get(rid, tenant="a")).attempt == 1
 
 
@@ -142,7 +154,7 @@ async def test_reap_after_last_attempt_fails_with_worker_lost(store: RunStore, r
     await store.start(rid, 1)
     await store.save_partial(rid, 1, '{"pages": 2}')
     await redis.zadd(keys.LEASES, {rid: 0})
-    done = await store.reap(rid, max_attempts=1)
+    done = await reap(store, rid, max_attempts=1)
     assert done is not None and done.status is S.failed
     assert done.error is not None and done.error.code == "worker_lost"
     assert done.output == {"pages": 2}
@@ -154,7 +166,7 @@ async def test_cancel_keeps_partial_output_and_removes_queued_job(
     rid = await create(store)
     done = await store.cancel(rid, tenant="a")
     assert done.status is S.cancelled and done.duration is None
-    assert await redis.zscore(settings.queue_name, keys.job_id(rid, 1)) is None
+    assert await redis.zscore(settings.queue_name, job_id(rid, 1)) is None
     with pytest.raises(StaleAttempt):
         await store.start(rid, 1)
     rid2 = await create(store)

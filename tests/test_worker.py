@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 from orchestrator.flows import Registry
 from orchestrator.models import Execution, ExecutionStatus
 from orchestrator.runs import keys
-from orchestrator.runs.jobs import enqueue_run
+from orchestrator.runs.jobs import enqueue_run, job_id
 from orchestrator.runs.store import RunStore
 from orchestrator.settings import Settings
 from orchestrator.worker.worker import WakingWorker
@@ -136,8 +136,8 @@ async def test_sweep_enqueues_a_run_whose_job_was_lost(
 ) -> None:
     run = await store.create(tenant="a", flow_id="echo", input_json='{"text":"x"}')
     # Simulate an API that died after writing the run but before its job existed.
-    await redis.zrem(settings.queue_name, keys.job_id(run.id, 1))
-    await redis.delete(f"arq:job:{keys.job_id(run.id, 1)}")
+    await redis.zrem(settings.queue_name, job_id(run.id, 1))
+    await redis.delete(f"arq:job:{job_id(run.id, 1)}")
 
     async def ended() -> bool:
         return (await store.get(run.id, tenant="a")).status is S.success
@@ -220,7 +220,7 @@ async def test_a_job_claimed_by_a_worker_that_lost_it_runs_again_soon(
     # our start transition) left arq's in-progress claim behind; the sweep's enqueue was a no-op
     # and the run stayed queued until arq's job timeout (minutes).
     run = await store.create(tenant="a", flow_id="echo", input_json='{"text":"x"}')
-    await redis.set(f"arq:in-progress:{keys.job_id(run.id, 1)}", b"1", px=600_000)
+    await redis.set(f"arq:in-progress:{job_id(run.id, 1)}", b"1", px=600_000)
 
     async def ended() -> bool:
         return (await store.get(run.id, tenant="a")).status is S.success

@@ -4,32 +4,44 @@ Receivers need only ``verify``::
 
     from webhooks import verify, WebhookVerificationError
     event = verify(body, headers, secret, tolerance=300)   # -> Event(id, type, timestamp, data)
+
+A producer appends :class:`OutboxEntry` values to the outbox stream inside its own atomic writes
+(``webhooks.outbox``); a :class:`Dispatcher` fans them out, signs, sends and retries. This package
+never imports the orchestrator.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from webhooks.signing import Event, WebhookVerificationError, generate_secret, sign, verify
+from webhooks.outbox import OUTBOX_STREAM, Hook, OutboxEntry
+from webhooks.signing import Event, WebhookVerificationError, generate_secret, headers_for, sign, verify
 
 if TYPE_CHECKING:
     from webhooks.dispatcher import Dispatcher
+    from webhooks.endpoints import EndpointStore
     from webhooks.receiver import MemoryStore, Received, Receiver, RedisStore
 
 __all__ = [
+    "OUTBOX_STREAM",
     "Dispatcher",
+    "EndpointStore",
     "Event",
+    "Hook",
     "MemoryStore",
+    "OutboxEntry",
     "Received",
     "Receiver",
     "RedisStore",
     "WebhookVerificationError",
     "generate_secret",
+    "headers_for",
     "sign",
     "verify",
 ]
 _LAZY = {
     "Dispatcher": "dispatcher",
+    "EndpointStore": "endpoints",
     "Receiver": "receiver",
     "Received": "receiver",
     "MemoryStore": "receiver",
@@ -38,10 +50,10 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    # The dispatcher and the receiver's Redis store pull in aiohttp and redis; a receiver that
-    # only imports `verify` should not pay for that.
+    # The dispatcher, the stores and the receiver's Redis store pull in aiohttp and redis; a
+    # receiver that only imports `verify` should not pay for that.
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        return getattr(importlib.import_module(f"webhooks.{_LAZY[name]}"), name)
     raise AttributeError(name)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from redis.asyncio import Redis
 
@@ -27,6 +26,15 @@ class Message:
     subject: str
     body: str
     created_ms: int
+
+
+@dataclass
+class DeliveryState:
+    """Where one delivery stands: status, next attempt (RFC 3339) while pending, every attempt."""
+
+    status: str
+    next_attempt_at: str | None
+    attempts: list[Attempt]
 
 
 @dataclass
@@ -290,28 +298,28 @@ class DeliveryStore:
         ids = await self.redis.zrangebylex(keys.listing(endpoint_id, S.failed), f"[{floor}", "+")
         return [i.decode() for i in ids]
 
-    async def rows(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
-        """State of the deliveries of (message id, endpoint id) pairs that exist: status, next, attempts."""
+    async def rows(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], DeliveryState]:
+        """State of the deliveries of (message id, endpoint id) pairs that exist."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for msg_id, ep_id in pairs:
                 dlv = keys.delivery_id(msg_id, ep_id)
                 pipe.hgetall(keys.delivery(dlv))
                 pipe.lrange(keys.delivery_log(dlv), 0, -1)
             rows = await pipe.execute()
-        out: dict[tuple[str, str], dict[str, Any]] = {}
+        out: dict[tuple[str, str], DeliveryState] = {}
         for i, pair in enumerate(pairs):
             raw, log = rows[2 * i], rows[2 * i + 1]
             if not raw:
                 continue
             d = {k.decode(): v.decode() for k, v in raw.items()}
             nxt = d.get("next", "")
-            out[pair] = {
-                "status": d["status"],
-                "nextAttemptAt": format_timestamp(from_ms(int(nxt)))
+            out[pair] = DeliveryState(
+                status=d["status"],
+                next_attempt_at=format_timestamp(from_ms(int(nxt)))
                 if nxt and d["status"] == "pending"
                 else None,
-                "attempts": [json.loads(a) for a in log],
-            }
+                attempts=[Attempt.model_validate_json(a) for a in log],
+            )
         return out
 
     async def page(

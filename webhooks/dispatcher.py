@@ -10,30 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from webhooks import keys
 from webhooks.consumers import Membership
-from webhooks.deliveries import Delivery, DeliveryStore, Message
-from webhooks.endpoints import EndpointStore, matches
+from webhooks.deliveries import Delivery, DeliveryStore
+from webhooks.endpoints import EndpointStore
 from webhooks.errors import EndpointNotFound
-from webhooks.health import Prober
+from webhooks.fanout import FanOut
+from webhooks.health import FAILING, Health
 from webhooks.ids import new_id
 from webhooks.metrics import MetricsBuffer
-from webhooks.models import Attempt, DeliveryStatus, Endpoint, format_timestamp, from_ms
-from webhooks.outbox import OUTBOX_STREAM
+from webhooks.models import Attempt, DeliveryStatus, Endpoint, from_ms
+from webhooks.outbox import OUTBOX_STREAM, MalformedEntry, OutboxEntry
 from webhooks.retry import Decision, classify
 from webhooks.sender import Sender
 from webhooks.settings import DispatcherSettings
@@ -45,11 +43,6 @@ S = DeliveryStatus
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def _text(fields: dict[bytes, bytes], name: str) -> str:
-    value = fields.get(name.encode())
-    return value.decode() if value is not None else ""
 
 
 class Dispatcher:
@@ -67,8 +60,6 @@ class Dispatcher:
     ) -> None:
         self.settings = settings
         self.redis = redis
-        self.default_events = tuple(default_events)
-        self.coalesced_events = frozenset(coalesced_events)
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{new_id('c')[-6:]}"
         self.clock = clock
         self.endpoints = EndpointStore(redis)
@@ -86,7 +77,16 @@ class Dispatcher:
             reclaim_idle_seconds=settings.reclaim_idle_seconds,
         )
         self.metrics = MetricsBuffer(redis)
-        self.prober = Prober(
+        self.fanout = FanOut(
+            settings,
+            redis,
+            endpoints=self.endpoints,
+            deliveries=self.deliveries,
+            default_events=default_events,
+            coalesced_events=coalesced_events,
+            clock=clock,
+        )
+        self.health = Health(
             settings,
             redis,
             endpoints=self.endpoints,
@@ -214,76 +214,23 @@ class Dispatcher:
             raise
 
     async def fan_out(self, entries: Sequence[tuple[bytes, dict[bytes, bytes]]]) -> int:
-        """Record one delivery per matching endpoint for each outbox entry, then acknowledge them."""
+        """Record the deliveries of raw outbox entries (see ``webhooks.fanout``), then acknowledge them.
+
+        An entry that cannot be read is logged and acknowledged: retrying it could never succeed.
+        """
         if not entries:
             return 0
-        messages: list[tuple[Message, str, dict[str, Any] | None]] = []
+        parsed: list[OutboxEntry] = []
         for entry_id, fields in entries:
-            created = int(entry_id.decode().split("-")[0])
-            message = Message(
-                id=_text(fields, "id"),
-                type=_text(fields, "type"),
-                tenant=_text(fields, "tenant"),
-                subject=_text(fields, "subject"),
-                body=_text(fields, "body"),
-                created_ms=created,
-            )
-            hook_json = _text(fields, "hook")
-            messages.append((message, _text(fields, "flow"), json.loads(hook_json) if hook_json else None))
-        tenants = {m.tenant for m, _, _ in messages}
-        endpoints = {t: await self.endpoints.for_tenant(t) for t in tenants}
-        pending: list[tuple[str, str, int, str, str]] = []
-        parked: list[tuple[str, str, int, str, str]] = []
-        gone: list[tuple[str, str, int, str, str]] = []
-        keep: dict[str, Message] = {}
-        for message, flow, hook in messages:
-            for endpoint in endpoints[message.tenant]:
-                if (
-                    matches(
-                        endpoint,
-                        event_type=message.type,
-                        flow=flow,
-                        at_ms=message.created_ms,
-                        default_events=self.default_events,
-                    )
-                    is not None
-                ):
-                    continue
-                if not await self._passes_gate(endpoint.id, message):
-                    continue
-                row = (message.id, endpoint.id, message.created_ms, message.tenant, "")
-                if endpoint.enabled:
-                    pending.append(row)
-                elif endpoint.disabled_reason == "failing":
-                    parked.append(row)  # waits for the endpoint to heal
-                else:
-                    gone.append(row)
-                keep[message.id] = message
-            if hook is not None and message.type in (hook.get("events") or self.default_events):
-                hook_id = keys.hook_endpoint_id(message.subject)
-                if await self._passes_gate(hook_id, message):
-                    pending.append(
-                        (message.id, hook_id, message.created_ms, message.tenant, str(hook["url"]))
-                    )
-                    keep[message.id] = message
-        await self.deliveries.save_messages(list(keep.values()))
-        now = self.clock()
-        created = await self.deliveries.schedule(pending, due_ms=now)
-        await self.deliveries.schedule(parked, due_ms=now + int(self.settings.probe_schedule[0] * 1000))
-        await self.deliveries.schedule(gone, due_ms=now, status=S.failed, note="endpoint gone (410)")
+            try:
+                parsed.append(OutboxEntry.parse(entry_id, fields))
+            except MalformedEntry as exc:
+                logger.error("outbox entry %s skipped: %s", entry_id.decode(), exc)
+        created = await self.fanout(parsed)
         await self.redis.xack(OUTBOX_STREAM, self.settings.group, *[e[0] for e in entries])
         if created:
             self._wake.set()
         return created
-
-    async def _passes_gate(self, endpoint_id: str, message: Message) -> bool:
-        """Coalesced types (progress) go to an endpoint at most once per interval per subject."""
-        if message.type not in self.coalesced_events:
-            return True
-        ms = int(self.settings.progress_interval_seconds * 1000)
-        return bool(
-            await self.redis.set(keys.progress_gate(endpoint_id, message.subject), b"1", nx=True, px=ms)
-        )
 
     # ----- due deliveries -> attempts ----------------------------------------------------------
 
@@ -365,11 +312,8 @@ class Dispatcher:
                 await self.deliveries.drop(dlv)
                 return
             if not endpoint.enabled:
-                if endpoint.disabled_reason == "failing":
-                    # Parked until the endpoint heals (a probe succeeds); no attempt is spent.
-                    probe_at = await self.redis.zscore(keys.PROBES, endpoint.id)
-                    until = int(probe_at) if probe_at else self.clock() + 60_000
-                    await self.deliveries.postpone(dlv, until_ms=max(until, self.clock() + 1000))
+                if endpoint.disabled_reason == FAILING:
+                    await self.health.park(dlv, endpoint)
                 else:
                     await self._note(dlv, f"endpoint disabled ({endpoint.disabled_reason or 'by hand'})")
                 return
@@ -398,27 +342,13 @@ class Dispatcher:
         self.metrics.inc("wh_attempts_total", {"outcome": outcome.decision.value})
         if outcome.decision is Decision.delivered:
             await self._record(dlv, result.attempt, S.succeeded)
-            if endpoint is not None and endpoint.failing_since is not None:
-                await self.endpoints.mark_success(endpoint.id)
-            return
-        if outcome.decision is Decision.retry:
+        elif outcome.decision is Decision.retry:
             assert outcome.delay is not None
             await self._record(dlv, result.attempt, S.pending, next_ms=now + int(outcome.delay * 1000))
         else:
             await self._record(dlv, result.attempt, S.failed)
-        if endpoint is None:
-            return
-        if outcome.decision is Decision.disable:
-            logger.warning("endpoint %s answered 410 Gone: disabled", endpoint.id)
-            await self.endpoints.disable(endpoint.id, reason="gone", probe_at_ms=None)
-            return
-        since = await self.endpoints.mark_failure(endpoint.id, now)
-        if since is not None and now - since >= self.settings.disable_after_seconds * 1000:
-            logger.warning(
-                "endpoint %s failing since %s: disabled", endpoint.id, format_timestamp(from_ms(since))
-            )
-            probe_at = now + int(self.settings.probe_schedule[0] * 1000)
-            await self.endpoints.disable(endpoint.id, reason="failing", probe_at_ms=probe_at)
+        if endpoint is not None:
+            await self.health.after_attempt(endpoint, outcome.decision, now_ms=now)
 
     async def _record(
         self, dlv: Delivery, attempt: Attempt, status: DeliveryStatus, next_ms: int | None = None
@@ -456,7 +386,7 @@ class Dispatcher:
         async for entries in self.membership.stalled():
             await self.fan_out(entries)
         await self.membership.trim()
-        if await self.prober.probe_due():
+        if await self.health.probe_due():
             self._wake.set()  # released and replayed deliveries are due now
         self._maintenance_runs += 1
         if self._maintenance_runs % 300 == 1:  # about every ten minutes

@@ -1,10 +1,10 @@
-"""EndpointStore: tenant-scoped endpoint CRUD, secret rotation, matching and health state."""
+"""EndpointStore: tenant-scoped endpoint CRUD, secret rotation, and the health fields it stores."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,22 +40,6 @@ async def _write(redis: Redis, key: str, values: dict[str, Any]) -> bool:
 
 def _from_hash(raw: dict[bytes, bytes]) -> Endpoint:
     return Endpoint.model_validate({k.decode(): json.loads(v) for k, v in raw.items()})
-
-
-def matches(
-    endpoint: Endpoint, *, event_type: str, flow: str, at_ms: int, default_events: Iterable[str]
-) -> str | None:
-    """None when `endpoint` should receive this event, else why not (for the why-not view)."""
-    if endpoint.created_at.timestamp() * 1000 > at_ms:
-        return "endpoint created after the event"
-    wanted = endpoint.events or list(default_events)
-    if event_type not in wanted:
-        return "event type filtered"
-    if endpoint.flow_ids and flow not in endpoint.flow_ids:
-        return "flow filtered"
-    if not endpoint.enabled and endpoint.disabled_reason is None:
-        return "endpoint disabled"
-    return None
 
 
 class EndpointStore:

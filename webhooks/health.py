@@ -1,7 +1,10 @@
-"""Probes: endpoints disabled for failing get a signed `webhook.test` on a backoff until one answers.
+"""Endpoint health: the failure streak, disabling, parking, probing and healing.
 
-An endpoint that answers 2xx is healed: re-enabled, its parked deliveries released at once, and
-every message that failed since it started failing sent again.
+An endpoint that answers 410 Gone is disabled for good. One that fails without a single success for
+``disable_after_seconds`` is disabled *for failing*: its deliveries are parked (no attempt spent)
+and a signed ``webhook.test`` probe goes out on ``probe_schedule``; the first 2xx heals it:
+re-enabled, its parked deliveries released at once, and every message that failed since it started
+failing sent again.
 """
 
 from __future__ import annotations
@@ -12,17 +15,22 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 
 from webhooks import keys
-from webhooks.deliveries import DeliveryStore, test_message
+from webhooks.deliveries import Delivery, DeliveryStore, test_message
 from webhooks.endpoints import EndpointStore
 from webhooks.errors import EndpointNotFound
+from webhooks.models import Endpoint, format_timestamp, from_ms
+from webhooks.retry import Decision
 from webhooks.sender import Sender
 from webhooks.settings import DispatcherSettings
 
 logger = logging.getLogger(__name__)
 
+FAILING = "failing"
+GONE = "gone"
 
-class Prober:
-    """Sends the probes that are due and heals the endpoints that answer."""
+
+class Health:
+    """Keeps endpoints' health state and heals the ones that come back."""
 
     def __init__(
         self,
@@ -40,6 +48,30 @@ class Prober:
         self.deliveries = deliveries
         self.sender = sender
         self.clock = clock
+
+    async def park(self, dlv: Delivery, endpoint: Endpoint) -> None:
+        """Hold a delivery of an endpoint disabled for failing until its next probe (no attempt spent)."""
+        probe_at = await self.redis.zscore(keys.PROBES, endpoint.id)
+        until = int(probe_at) if probe_at else self.clock() + 60_000
+        await self.deliveries.postpone(dlv, until_ms=max(until, self.clock() + 1000))
+
+    async def after_attempt(self, endpoint: Endpoint, decision: Decision, *, now_ms: int) -> None:
+        """Update the endpoint's health after one attempt that ended with `decision`."""
+        if decision is Decision.delivered:
+            if endpoint.failing_since is not None:
+                await self.endpoints.mark_success(endpoint.id)
+            return
+        if decision is Decision.disable:
+            logger.warning("endpoint %s answered 410 Gone: disabled", endpoint.id)
+            await self.endpoints.disable(endpoint.id, reason=GONE, probe_at_ms=None)
+            return
+        since = await self.endpoints.mark_failure(endpoint.id, now_ms)
+        if since is not None and now_ms - since >= self.settings.disable_after_seconds * 1000:
+            logger.warning(
+                "endpoint %s failing since %s: disabled", endpoint.id, format_timestamp(from_ms(since))
+            )
+            probe_at = now_ms + int(self.settings.probe_schedule[0] * 1000)
+            await self.endpoints.disable(endpoint.id, reason=FAILING, probe_at_ms=probe_at)
 
     async def probe_due(self, most: int = 20) -> int:
         """Probe up to `most` endpoints whose probe is due; return how many healed."""

@@ -1,5 +1,8 @@
 """Process metrics kept in Redis, so any API process can expose what every worker and dispatcher did.
 
+Also the delivery gauges (outbox length, per-endpoint backlog), read from webhooks' own keys, so a
+mounting app shows them without knowing those keys.
+
 Each process aggregates in memory and flushes once a second (one pipeline), so observing costs
 no round trip. Counters and histogram buckets are plain hash fields:
 ``name|label=value,...`` for counters, ``name|labels|le`` / ``|sum`` / ``|count`` for histograms.
@@ -12,8 +15,14 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
+
+from webhooks import keys
+from webhooks.ids import decode_ms
+from webhooks.models import DeliveryStatus
+from webhooks.outbox import OUTBOX_STREAM
 
 logger = logging.getLogger(__name__)
 
@@ -77,3 +86,88 @@ class MetricsBuffer:
                 await self.flush()
             except Exception as exc:
                 logger.warning("metrics flush failed: %s", exc)
+
+
+@dataclass(frozen=True)
+class Counter:
+    """A counter as every process flushed it, summed: ``name{labels} value``."""
+
+    name: str
+    labels: dict[str, str]
+    value: float
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A histogram as every process flushed it: cumulative ``(le, count)`` buckets and the sum."""
+
+    name: str
+    labels: dict[str, str]
+    buckets: list[tuple[str, float]]
+    sum: float
+
+
+def _split(field: str) -> tuple[str, dict[str, str], str | None]:
+    name, _, rest = field.partition("|")
+    labels_part, _, suffix = rest.partition("|")
+    labels = dict(p.split("=", 1) for p in labels_part.split(",") if p)
+    return name, labels, suffix or None
+
+
+async def read_flushed(redis: Redis) -> tuple[list[Counter], list[Histogram]]:
+    """Every counter and histogram any process flushed (the format of :class:`MetricsBuffer`)."""
+    raw: dict[bytes, bytes] = await redis.hgetall(METRICS_KEY)
+    counters: list[Counter] = []
+    parts: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, float]] = defaultdict(dict)
+    for key, value in raw.items():
+        name, labels, suffix = _split(key.decode())
+        if suffix is None:
+            counters.append(Counter(name, labels, float(value)))
+        else:
+            parts[(name, tuple(sorted(labels.items())))][suffix] = float(value)
+    histograms: list[Histogram] = []
+    for (name, label_items), found in parts.items():
+        running = 0.0
+        buckets = []
+        for le in [*(str(b) for b in LATENCY_BUCKETS), "+Inf"]:
+            running += found.get(le, 0.0)
+            buckets.append((le, running))
+        histograms.append(Histogram(name, dict(label_items), buckets, found.get("sum", 0.0)))
+    return counters, histograms
+
+
+@dataclass(frozen=True)
+class EndpointGauge:
+    """One endpoint's backlog: pending deliveries and the age of the oldest (seconds)."""
+
+    endpoint_id: str
+    backlog: int
+    oldest_pending_seconds: float
+
+
+@dataclass(frozen=True)
+class DeliveryGauges:
+    """The delivery side's current state, counted from its working keys at read time."""
+
+    outbox_length: int
+    endpoints: list[EndpointGauge]
+
+
+async def delivery_gauges(redis: Redis, *, now_ms: int) -> DeliveryGauges:
+    """Outbox length and every endpoint's backlog (O(endpoints), two round trips)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.xlen(OUTBOX_STREAM)
+        pipe.smembers(keys.ENDPOINTS)
+        outbox, endpoint_ids = await pipe.execute()
+    ids = sorted(e.decode() for e in endpoint_ids)
+    async with redis.pipeline(transaction=False) as pipe:
+        for endpoint_id in ids:
+            pipe.zcard(keys.due(endpoint_id))
+            pipe.zrange(keys.listing(endpoint_id, DeliveryStatus.pending), 0, 0)
+        rows = await pipe.execute()
+    endpoints = []
+    for i, endpoint_id in enumerate(ids):
+        first = rows[2 * i + 1]
+        age = max(0.0, (now_ms - decode_ms(first[0].decode())) / 1000) if first else 0.0
+        endpoints.append(EndpointGauge(endpoint_id, int(rows[2 * i]), age))
+    return DeliveryGauges(outbox_length=int(outbox), endpoints=endpoints)

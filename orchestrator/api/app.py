@@ -1,13 +1,11 @@
-"""The Starlette application: lifespan (Redis), routes, and the one error handler."""
+"""The Starlette application: lifespan (Redis, typed services), the route table, the one error handler."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
-from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
@@ -19,10 +17,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator import __version__, events
-from orchestrator.api.auth import KeyRing
-from orchestrator.api.parsing import field_errors, read_json
-from orchestrator.api.runs import ROUTES, authenticate
+from orchestrator.api.auth import KeyRing, authenticate
+from orchestrator.api.ops import OPS_ROUTES
+from orchestrator.api.runs import ROUTES
+from orchestrator.api.services import Services
 from orchestrator.api.waiters import Waiters
+from orchestrator.connections import redis_from_settings
 from orchestrator.errors import HeadersTooLarge
 from orchestrator.flows import Registry, load_registry
 from orchestrator.models import ErrorBody, ErrorDetail
@@ -30,8 +30,6 @@ from orchestrator.runs.store import RunStore
 from orchestrator.settings import Settings
 from webhooks.api.apidoc import build_spec, render_html
 from webhooks.api.routes import WebhookAPI
-from webhooks.deliveries import DeliveryStore
-from webhooks.endpoints import EndpointStore
 from webhooks.errors import HTTPError
 
 logger = logging.getLogger(__name__)
@@ -102,64 +100,50 @@ class HeaderLimits:
         await self.app(scope, receive, send)
 
 
-def redis_from_settings(settings: Settings, *, max_connections: int | None = None) -> Redis:
-    """An asyncio Redis client on a bounded pool that fails fast when Redis is down.
-
-    The pool is bounded so that load (or a thousand parked waiters) can never turn into a
-    thousand Redis connections: a request waits up to 5 s for a free connection, then gets 503.
-    The client owns its pool: ``aclose()`` closes the pool's connections too (``Redis(connection_pool=)``
-    would leave them open).
-    """
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=max_connections or settings.redis_max_connections,
-        timeout=5.0,
-        socket_connect_timeout=2.0,
-        socket_timeout=10.0,
-        health_check_interval=30,
-    )
-    return Redis.from_pool(pool)
-
-
 def create_app(settings: Settings, registry: Registry | None = None) -> Starlette:
     """Build the API for `settings`; flows come from `registry` or the modules in ``ORCH_FLOWS``."""
     flows = registry if registry is not None else load_registry(settings.flows)
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis = redis_from_settings(settings)
-        app.state.redis = redis
-        app.state.store = RunStore(
-            redis,
-            queue_name=settings.queue_name,
-            retention_seconds=settings.run_retention_seconds,
-            lease_seconds=settings.lease_seconds,
-            requeue_after_seconds=settings.requeue_after_seconds,
-        )
-        app.state.keyring = KeyRing(settings.api_keys, redis)
-        app.state.webhook_endpoints = EndpointStore(redis)
-        app.state.webhook_deliveries = DeliveryStore(
-            redis,
-            failed_ttl_ms=settings.webhook_failed_retention_seconds * 1000,
-            delivered_ttl_ms=settings.webhook_delivered_retention_seconds * 1000,
-        )
-        app.state.waiters = Waiters(redis)
-        await app.state.waiters.start()
-        try:
-            yield
-        finally:
-            await app.state.waiters.stop()
-            await redis.aclose()
-
     webhook_api = WebhookAPI(
         authenticate=authenticate,
-        read_json=partial(read_json, max_bytes=settings.max_body_bytes),
-        field_errors=field_errors,
+        max_body_bytes=settings.max_body_bytes,
         event_types=events.ALL_EVENTS,
         filter_values=lambda: {f.id for f in flows.all()},
         allow_private=settings.webhook_allow_private,
+        default_events=events.DEFAULT_EVENTS,
+        coalesced_events=events.COALESCED_EVENTS,
+        failed_ttl_ms=settings.webhook_failed_retention_seconds * 1000,
+        delivered_ttl_ms=settings.webhook_delivered_retention_seconds * 1000,
     )
-    routes = [*ROUTES, *webhook_api.routes()]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redis = redis_from_settings(settings)
+        webhook_api.open(redis)
+        waiters = Waiters(redis)
+        app.state.services = Services(
+            settings=settings,
+            registry=flows,
+            redis=redis,
+            store=RunStore(
+                redis,
+                queue_name=settings.queue_name,
+                retention_seconds=settings.run_retention_seconds,
+                lease_seconds=settings.lease_seconds,
+                requeue_after_seconds=settings.requeue_after_seconds,
+            ),
+            keyring=KeyRing(settings.api_keys, redis),
+            waiters=waiters,
+            webhooks=webhook_api,
+        )
+        await waiters.start()
+        try:
+            yield
+        finally:
+            await waiters.stop()
+            await redis.aclose()
+
+    routes = [*OPS_ROUTES, *ROUTES, *webhook_api.routes()]
     flow_ids = sorted(f.id for f in flows.all())
     spec = build_spec(
         routes,
@@ -194,8 +178,6 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
             RedisTimeoutError: _on_error,
         },
     )
-    app.state.settings = settings
-    app.state.registry = flows
     return app
 
 

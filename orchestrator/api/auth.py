@@ -9,7 +9,9 @@ import time
 from collections.abc import Iterable
 
 from redis.asyncio import Redis
+from starlette.requests import Request
 
+from orchestrator.errors import Unauthorized
 from orchestrator.runs import keys
 
 # A key found in Redis is trusted this long before it is looked up again (revocation delay).
@@ -65,3 +67,16 @@ async def create_key(redis: Redis, tenant: str) -> str:
     key = generate_key()
     await redis.hset(keys.API_KEYS, digest(key), tenant)
     return key
+
+
+async def authenticate(request: Request) -> str:
+    """Return the tenant of the request's bearer key, or raise Unauthorized."""
+    header = request.headers.get("authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise Unauthorized("send Authorization: Bearer <api key>")
+    keyring: KeyRing = request.app.state.services.keyring
+    tenant = await keyring.tenant_for(key.strip())
+    if tenant is None:
+        raise Unauthorized("unknown API key")
+    return tenant

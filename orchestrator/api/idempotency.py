@@ -38,10 +38,7 @@ class Claim:
 def check_key(key: str) -> str:
     """Validate an Idempotency-Key header value (1..255 visible ASCII characters)."""
     if not 0 < len(key) <= MAX_KEY_LENGTH or not all(33 <= ord(c) <= 126 for c in key):
-        raise ValidationFailed(
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
-            details={"fields": [{"field": "Idempotency-Key", "message": "invalid", "type": "value_error"}]},
-        )
+        raise ValidationFailed.field("Idempotency-Key", "must be 1 to 255 visible ASCII characters")
     return key
 
 

@@ -1,9 +1,8 @@
-"""``GET /metrics``: Prometheus text, read from Redis at scrape time.
+"""Operator routes: ``/healthz``, ``/readyz`` and ``/metrics`` (Prometheus text, read at scrape time).
 
-Gauges (runs by flow and status, queue depth, running count, outbox, per-endpoint backlog and
-oldest pending age) are counted from the same keys the system works with; counters and
-histograms (transition latency, queue wait, reaped attempts, attempts by outcome and latency)
-are what every worker and dispatcher flushed to Redis (``webhooks.metrics``).
+Gauges (runs by flow and status, queue depth, running count, pending starts) are counted from the
+run keys; the delivery gauges (outbox, per-endpoint backlog and oldest pending age) come from
+``webhooks.metrics``; counters and histograms are what every worker and dispatcher flushed to Redis.
 """
 
 from __future__ import annotations
@@ -11,23 +10,22 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from orchestrator.models import ExecutionStatus
+from orchestrator.api.services import services
+from orchestrator.errors import Unavailable
+from orchestrator.models import ExecutionStatus, Health
 from orchestrator.runs import keys
-from webhooks import keys as wh_keys
+from orchestrator.runs.store import tenant_flows
 from webhooks.api.apidoc import operation
-from webhooks.ids import decode_ms
-from webhooks.metrics import LATENCY_BUCKETS, METRICS_KEY
-from webhooks.models import DeliveryStatus
-from webhooks.outbox import OUTBOX_STREAM
+from webhooks.metrics import Counter, Histogram, delivery_gauges, read_flushed
 
 HELP = {
     "orch_transition_seconds": "Latency of the transition write, by target status",
@@ -39,6 +37,26 @@ HELP = {
 }
 
 
+@operation(
+    summary="Liveness: the process answers", tag="Health", responses={200: Health}, errors=(), auth=False
+)
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers."""
+    return JSONResponse({"status": "ok"})
+
+
+@operation(
+    summary="Readiness: Redis answers", tag="Health", responses={200: Health}, errors=(503,), auth=False
+)
+async def readyz(request: Request) -> Response:
+    """Readiness: Redis answers."""
+    try:
+        await services(request).redis.ping()
+    except Exception as exc:
+        raise Unavailable("Redis is not reachable") from exc
+    return JSONResponse({"status": "ready"})
+
+
 class _Fixed(Collector):
     def __init__(self, families: list[Metric]) -> None:
         self.families = families
@@ -47,42 +65,25 @@ class _Fixed(Collector):
         yield from self.families
 
 
-def _split(field: str) -> tuple[str, dict[str, str], str | None]:
-    name, _, rest = field.partition("|")
-    labels_part, _, suffix = rest.partition("|")
-    labels = dict(p.split("=", 1) for p in labels_part.split(",") if p)
-    return name, labels, suffix or None
-
-
-def recorded(raw: dict[bytes, bytes]) -> list[Metric]:
-    """Counters and histograms from the flushed hash."""
-    counters: dict[str, CounterMetricFamily] = {}
-    hist: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, float]] = defaultdict(dict)
-    for key, value in raw.items():
-        name, labels, suffix = _split(key.decode())
-        if suffix is None:
-            family = counters.get(name)
-            if family is None:
-                family = counters[name] = CounterMetricFamily(
-                    name.removesuffix("_total"), HELP.get(name, name), labels=sorted(labels)
-                )
-            family.add_metric([labels[k] for k in sorted(labels)], float(value))
-        else:
-            hist[(name, tuple(sorted(labels.items())))][suffix] = float(value)
-    families: list[Metric] = list(counters.values())
-    by_name: dict[str, HistogramMetricFamily] = {}
-    for (name, label_items), parts in hist.items():
-        label_names = [k for k, _ in label_items]
-        histogram = by_name.get(name)
-        if histogram is None:
-            histogram = by_name[name] = HistogramMetricFamily(name, HELP.get(name, name), labels=label_names)
-        running = 0.0
-        buckets = []
-        for le in [*(str(b) for b in LATENCY_BUCKETS), "+Inf"]:
-            running += parts.get(le, 0.0)
-            buckets.append((le, running))
-        histogram.add_metric([v for _, v in label_items], buckets, parts.get("sum", 0.0))
-    families.extend(by_name.values())
+def recorded(counters: Iterable[Counter], histograms: Iterable[Histogram]) -> list[Metric]:
+    """Prometheus families of the flushed counters and histograms."""
+    by_name: dict[str, CounterMetricFamily] = {}
+    for c in counters:
+        family = by_name.get(c.name)
+        if family is None:
+            family = by_name[c.name] = CounterMetricFamily(
+                c.name.removesuffix("_total"), HELP.get(c.name, c.name), labels=sorted(c.labels)
+            )
+        family.add_metric([c.labels[k] for k in sorted(c.labels)], c.value)
+    families: list[Metric] = list(by_name.values())
+    hist: dict[str, HistogramMetricFamily] = {}
+    for h in histograms:
+        names = sorted(h.labels)
+        family_h = hist.get(h.name)
+        if family_h is None:
+            family_h = hist[h.name] = HistogramMetricFamily(h.name, HELP.get(h.name, h.name), labels=names)
+        family_h.add_metric([h.labels[k] for k in names], h.buckets, h.sum)
+    families.extend(hist.values())
     return families
 
 
@@ -92,9 +93,7 @@ async def gauges(redis: Redis, *, queue_name: str) -> list[Metric]:
         "orch_executions", "Executions within retention, by flow and status", labels=["flow", "status"]
     )
     counts: dict[tuple[str, str], int] = defaultdict(int)
-    tenants = [t.decode() for t in await redis.smembers(keys.TENANTS)]
-    for tenant in tenants:
-        flows = sorted(f.decode() for f in await redis.smembers(keys.tenant_flows(tenant)))
+    for tenant, flows in (await tenant_flows(redis)).items():
         pairs = [(f, s) for f in flows for s in ExecutionStatus]
         async with redis.pipeline(transaction=False) as pipe:
             for flow_id, status in pairs:
@@ -107,15 +106,14 @@ async def gauges(redis: Redis, *, queue_name: str) -> list[Metric]:
         pipe.zcard(queue_name)
         pipe.zcard(keys.LEASES)
         pipe.zcard(keys.PENDING)
-        pipe.xlen(OUTBOX_STREAM)
-        pipe.smembers(wh_keys.ENDPOINTS)
-        depth, running, pending, outbox, endpoint_ids = await pipe.execute()
+        depth, running, pending = await pipe.execute()
+    delivery = await delivery_gauges(redis, now_ms=int(time.time() * 1000))
     families: list[Metric] = [runs]
     for name, doc, value in (
         ("orch_queue_depth", "Jobs waiting in the arq queue", depth),
         ("orch_running", "Attempts holding a lease (running now)", running),
         ("orch_pending_starts", "Attempts enqueued but not started yet", pending),
-        ("wh_outbox_length", "Outbox entries not yet trimmed", outbox),
+        ("wh_outbox_length", "Outbox entries not yet trimmed", delivery.outbox_length),
     ):
         families.append(GaugeMetricFamily(name, doc, value=float(value)))
     backlog = GaugeMetricFamily("wh_endpoint_backlog", "Pending deliveries per endpoint", labels=["endpoint"])
@@ -124,18 +122,9 @@ async def gauges(redis: Redis, *, queue_name: str) -> list[Metric]:
         "Age of the oldest pending delivery per endpoint",
         labels=["endpoint"],
     )
-    ids = sorted(e.decode() for e in endpoint_ids)
-    async with redis.pipeline(transaction=False) as pipe:
-        for endpoint_id in ids:
-            pipe.zcard(wh_keys.due(endpoint_id))
-            pipe.zrange(wh_keys.listing(endpoint_id, DeliveryStatus.pending), 0, 0)
-        rows = await pipe.execute()
-    now_ms = int(time.time() * 1000)
-    for i, endpoint_id in enumerate(ids):
-        backlog.add_metric([endpoint_id], rows[2 * i])
-        first = rows[2 * i + 1]
-        age = max(0.0, (now_ms - decode_ms(first[0].decode())) / 1000) if first else 0.0
-        oldest.add_metric([endpoint_id], age)
+    for gauge in delivery.endpoints:
+        backlog.add_metric([gauge.endpoint_id], gauge.backlog)
+        oldest.add_metric([gauge.endpoint_id], gauge.oldest_pending_seconds)
     families += [backlog, oldest]
     return families
 
@@ -157,8 +146,14 @@ def render(families: Iterable[Metric]) -> bytes:
 )
 async def metrics(request: Request) -> Response:
     """``GET /metrics``."""
-    redis: Redis = request.app.state.redis
-    settings: Any = request.app.state.settings
-    families = await gauges(redis, queue_name=settings.queue_name)
-    families += recorded(await redis.hgetall(METRICS_KEY))
+    state = services(request)
+    families = await gauges(state.redis, queue_name=state.settings.queue_name)
+    families += recorded(*await read_flushed(state.redis))
     return Response(render(families), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+OPS_ROUTES = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+]

@@ -6,18 +6,17 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from orchestrator import events
-from orchestrator.api.auth import KeyRing
+from orchestrator.api.auth import authenticate
 from orchestrator.api.deliveries import run_deliveries
 from orchestrator.api.idempotency import Claim, check_key, claim, fingerprint
-from orchestrator.api.ops import metrics
-from orchestrator.api.parsing import bad_query, field_errors, query_int, read_model
+from orchestrator.api.services import services
 from orchestrator.api.waiting import prefer_wait, respond_when_terminal, run_events, wait_seconds
-from orchestrator.errors import FlowNotFound, RunNotFound, Unauthorized, Unavailable, ValidationFailed
-from orchestrator.flows import FLOW_ID, Flow, Registry
+from orchestrator.errors import FlowNotFound, RunNotFound, ValidationFailed
+from orchestrator.flows import FLOW_ID, Flow
 from orchestrator.models import (
     BatchCreate,
     DeliveryReport,
@@ -27,47 +26,34 @@ from orchestrator.models import (
     ExecutionStatus,
     FlowInfo,
     FlowPage,
-    Health,
     Page,
     RunCreate,
 )
 from orchestrator.runs.store import NewRun, RunStore
 from orchestrator.settings import Settings
-from webhooks.api.apidoc import Param, links_to, operation
+from webhooks.api.apidoc import PAGING, Param, links_to, operation
+from webhooks.api.inputs import (
+    check_choices,
+    check_url_field,
+    page_cursor,
+    page_limit,
+    query_choice,
+    read_model,
+    render,
+)
 from webhooks.ids import is_valid, new_id
-from webhooks.ssrf import UnsafeURL, check_url
 
-MAX_PAGE = 100
 IDEMPOTENCY_KEY = Param("Idempotency-Key", "Repeat-safe creation: the same key and body return the original")
 PREFER = Param("Prefer", "wait=N (N <= 60): answer 200 with the terminal execution if it ends within N s")
 
 
-def render(model: BaseModel, status_code: int = 200, *, headers: dict[str, str] | None = None) -> Response:
-    """A model as camelCase JSON."""
-    body = model.model_dump_json(by_alias=True)
-    return Response(body, status_code=status_code, media_type="application/json", headers=headers)
-
-
-async def authenticate(request: Request) -> str:
-    """Return the tenant of the request's bearer key, or raise Unauthorized."""
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise Unauthorized("send Authorization: Bearer <api key>")
-    keyring: KeyRing = request.app.state.keyring
-    tenant = await keyring.tenant_for(key.strip())
-    if tenant is None:
-        raise Unauthorized("unknown API key")
-    return tenant
-
-
 def _store(request: Request) -> RunStore:
-    store: RunStore = request.app.state.store
+    store = services(request).store
     return store
 
 
 def _flow(request: Request) -> Flow:
-    registry: Registry = request.app.state.registry
+    registry = services(request).registry
     flow_id = request.path_params["flow_id"]
     found = registry.get(flow_id)
     if found is None:
@@ -82,42 +68,11 @@ def _run_id(request: Request) -> str:
     return run_id
 
 
-async def validate_webhook_url(url: str, field: str, *, allow_private: bool) -> None:
-    """Refuse non-http(s) URLs and, unless allowed, hosts on private networks (422)."""
-    try:
-        await check_url(url, allow_private=allow_private)
-    except UnsafeURL as exc:
-        raise ValidationFailed(
-            f"{field}: {exc.reason}",
-            details={"fields": [{"field": field, "message": exc.reason, "type": "url"}]},
-        ) from None
-
-
-@operation(
-    summary="Liveness: the process answers", tag="Health", responses={200: Health}, errors=(), auth=False
-)
-async def healthz(request: Request) -> Response:
-    """Liveness: the process answers."""
-    return JSONResponse({"status": "ok"})
-
-
-@operation(
-    summary="Readiness: Redis answers", tag="Health", responses={200: Health}, errors=(503,), auth=False
-)
-async def readyz(request: Request) -> Response:
-    """Readiness: Redis answers."""
-    try:
-        await request.app.state.redis.ping()
-    except Exception as exc:
-        raise Unavailable("Redis is not reachable") from exc
-    return JSONResponse({"status": "ready"})
-
-
 @operation(summary="List flows", tag="Flows", responses={200: FlowPage})
 async def list_flows(request: Request) -> Response:
     """``GET /v1/flows``."""
     await authenticate(request)
-    registry: Registry = request.app.state.registry
+    registry = services(request).registry
     return render(Page(data=[f.info() for f in registry.all()], next_cursor=None))
 
 
@@ -136,17 +91,8 @@ async def get_flow(request: Request) -> Response:
 async def _webhook_json(body: RunCreate, settings: Settings) -> str | None:
     if body.webhook is None:
         return None
-    await validate_webhook_url(body.webhook.url, "webhook.url", allow_private=settings.webhook_allow_private)
-    unknown = [e for e in body.webhook.events or [] if e not in (*events.STATUS_EVENTS, events.PROGRESS)]
-    if unknown:
-        raise ValidationFailed(
-            "unknown event types",
-            details={
-                "fields": [
-                    {"field": "webhook.events", "message": f"unknown: {', '.join(unknown)}", "type": "enum"}
-                ]
-            },
-        )
+    await check_url_field(body.webhook.url, field="webhook.url", allow_private=settings.webhook_allow_private)
+    check_choices("webhook.events", body.webhook.events, events.RUN_WEBHOOK_EVENTS, what="event types")
     return body.webhook.model_dump_json(by_alias=True, exclude_none=True)
 
 
@@ -154,9 +100,8 @@ def _validate_input(flow: Flow, value: Any, prefix: str) -> str:
     try:
         data = flow.input_model.model_validate(value)
     except ValidationError as exc:
-        raise ValidationFailed(
-            f"input does not match flow {flow.id}'s input model",
-            details={"fields": field_errors(exc, prefix=prefix)},
+        raise ValidationFailed.of(
+            f"input does not match flow {flow.id}'s input model", exc, prefix=prefix
         ) from None
     return data.model_dump_json(by_alias=True)
 
@@ -167,9 +112,9 @@ async def _claim_ids(request: Request, *, tenant: str, route: str, body: BaseMod
     header = request.headers.get("idempotency-key")
     if header is None:
         return Claim(run_ids=ids, replayed=False)
-    settings: Settings = request.app.state.settings
+    settings = services(request).settings
     return await claim(
-        request.app.state.redis,
+        services(request).redis,
         tenant=tenant,
         key=check_key(header),
         fp=fingerprint(route, body.model_dump(mode="json")),  # only paid for when a key is sent
@@ -204,7 +149,7 @@ async def create_run(request: Request) -> Response:
     """``POST /v1/flows/{flowId}/runs``: validate, store and enqueue; optionally wait (Prefer: wait=N)."""
     tenant = await authenticate(request)
     flow = _flow(request)
-    settings: Settings = request.app.state.settings
+    settings = services(request).settings
     body = await read_model(request, RunCreate, max_bytes=settings.max_body_bytes)
     input_json = _validate_input(flow, body.input, "input")
     webhook_json = await _webhook_json(body, settings)
@@ -239,7 +184,7 @@ async def create_batch(request: Request) -> Response:
     """``POST /v1/flows/{flowId}/runs/batch``: validate every item first, then create all, in order."""
     tenant = await authenticate(request)
     flow = _flow(request)
-    settings: Settings = request.app.state.settings
+    settings = services(request).settings
     body = await read_model(request, BatchCreate, max_bytes=settings.max_body_bytes)
     inputs: list[str] = []
     bad: list[dict[str, Any]] = []
@@ -290,34 +235,21 @@ async def get_run(request: Request) -> Response:
     query=[
         Param("status", "Only this status", {"type": "string", "enum": [s.value for s in ExecutionStatus]}),
         Param("flowId", "Only this flow"),
-        Param(
-            "limit", "Page size (1-100, default 20)", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}
-        ),
-        Param("cursor", "nextCursor of the previous page"),
+        *PAGING,
     ],
     errors=(401, 422, 503),
 )
 async def list_runs(request: Request) -> Response:
     """``GET /v1/runs?status=&flowId=&limit=&cursor=``: newest first."""
     tenant = await authenticate(request)
-    limit = query_int(request, "limit", default=20, low=1, high=MAX_PAGE)
-    status: ExecutionStatus | None = None
-    raw_status = request.query_params.get("status")
-    if raw_status:
-        try:
-            status = ExecutionStatus(raw_status)
-        except ValueError:
-            raise bad_query(
-                "status", "must be one of " + ", ".join(s.value for s in ExecutionStatus)
-            ) from None
+    limit = page_limit(request)
+    status = query_choice(request, "status", ExecutionStatus)
     flow_id = request.query_params.get("flowId") or None
     if flow_id is not None and not FLOW_ID.fullmatch(flow_id):
         # Not merely unknown (a retired flow's runs stay listable): it could never name a flow,
         # and it is part of a Redis key, where "echo:s:cancelled" would read another index.
-        raise bad_query("flowId", "not a flow id")
-    cursor = request.query_params.get("cursor") or None
-    if cursor is not None and not is_valid(cursor, "exec"):
-        raise bad_query("cursor", "not a cursor returned by this API")
+        raise ValidationFailed.field("flowId", "not a flow id")
+    cursor = page_cursor(request, "exec")
     runs, next_cursor = await _store(request).page(
         tenant=tenant, limit=limit, cursor=cursor, status=status, flow_id=flow_id
     )
@@ -386,9 +318,6 @@ async def cancel_run(request: Request) -> Response:
 
 
 ROUTES = [
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
     Route("/v1/flows", list_flows, methods=["GET"]),
     Route("/v1/flows/{flow_id}", get_flow, methods=["GET"]),
     Route("/v1/flows/{flow_id}/runs", create_run, methods=["POST"]),

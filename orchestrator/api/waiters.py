@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import defaultdict
 from collections.abc import Iterator
 
 from redis.asyncio import Redis
 
 from orchestrator.runs import keys
-
-logger = logging.getLogger(__name__)
+from orchestrator.runs.notices import Notice, Subscription
 
 
 class Waiter:
@@ -53,7 +51,16 @@ class Waiters:
 
     async def start(self) -> None:
         """Start the subscription task."""
-        self._task = asyncio.get_running_loop().create_task(self._listen())
+        subscription = Subscription(
+            self._redis,
+            (keys.TRANSITIONS_CHANNEL,),
+            on_message=self._on_message,
+            on_connected=self._on_connected,
+            on_lost=self.subscribed.clear,
+            name="transition subscription",
+            poll_seconds=30.0,
+        )
+        self._task = asyncio.get_running_loop().create_task(subscription.run())
 
     async def stop(self) -> None:
         """Stop the subscription and wake every waiter so it can finish."""
@@ -91,27 +98,12 @@ class Waiters:
             waiter.sequence = sequence
             waiter.event.set()
 
-    async def _listen(self) -> None:
-        while True:
-            pubsub = self._redis.pubsub()
-            try:
-                await pubsub.subscribe(keys.TRANSITIONS_CHANNEL)
-                self.subscribed.set()
-                # Anything published while we were not subscribed was missed: let waiters re-read.
-                self._wake_all()
-                while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=30.0)
-                    if msg is None:
-                        continue
-                    parts = msg["data"].decode().split(" ")
-                    if len(parts) == 4:
-                        self.notify(parts[0], parts[1], int(parts[2]))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.subscribed.clear()
-                logger.warning("transition subscription lost (%s); resubscribing", exc)
-                await asyncio.sleep(0.5)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+    def _on_message(self, channel: str, data: bytes) -> None:
+        notice = Notice.parse(data)
+        if notice is not None:
+            self.notify(notice.run_id, notice.status.value, notice.sequence)
+
+    def _on_connected(self) -> None:
+        self.subscribed.set()
+        # Anything published while we were not subscribed was missed: let waiters re-read.
+        self._wake_all()

@@ -15,7 +15,8 @@ from typing import TypeVar
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from orchestrator.api.parsing import bad_query
+from orchestrator import events
+from orchestrator.api.services import services
 from orchestrator.api.waiters import Waiters
 from orchestrator.errors import ValidationFailed
 from orchestrator.models import ExecutionStatus
@@ -89,7 +90,7 @@ def wait_seconds(request: Request) -> float:
     # float() alone would also take "nan", "1_0", " 5" and other scripts' digits (Arabic-Indic 10).
     value = float(raw) if _SECONDS.fullmatch(raw) else -1.0
     if not 0 <= value <= MAX_WAIT_SECONDS:
-        raise bad_query("timeout", f"must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}")
+        raise ValidationFailed.field("timeout", f"must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}")
     return value
 
 
@@ -97,8 +98,8 @@ async def respond_when_terminal(
     request: Request, run_id: str, *, tenant: str, seconds: float, headers: dict[str, str] | None = None
 ) -> Response:
     """200 with the terminal run, or 202 with its state after `seconds`; nothing if the client left."""
-    store: RunStore = request.app.state.store
-    waiters: Waiters = request.app.state.waiters
+    store = services(request).store
+    waiters = services(request).waiters
     result = await unless_disconnected(
         request, wait_terminal(store, waiters, run_id, tenant=tenant, seconds=seconds)
     )
@@ -115,10 +116,7 @@ def last_event_id(request: Request) -> int:
     header = request.headers.get("last-event-id")
     name, raw = ("Last-Event-ID", header) if header else ("after", request.query_params.get("after") or "0")
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
-        raise ValidationFailed(
-            f"{name} must be an event sequence number",
-            details={"fields": [{"field": name, "message": "not a sequence", "type": "int"}]},
-        )
+        raise ValidationFailed.field(name, "must be an event sequence number", "int")
     return int(raw)
 
 
@@ -127,9 +125,6 @@ def _sse(entry: bytes) -> tuple[str, int, str]:
     sequence = int(doc["sequence"])
     text = f"id: {sequence}\nevent: {doc['type']}\ndata: {entry.decode()}\n\n"
     return text, sequence, str(doc["type"])
-
-
-TERMINAL_EVENTS = frozenset(f"execution.{s.value}" for s in ExecutionStatus if s.terminal)
 
 
 def event_stream(
@@ -150,7 +145,7 @@ def event_stream(
                         continue
                     yield text
                     sent = sequence
-                    if event_type in TERMINAL_EVENTS:
+                    if event_type in events.TERMINAL_EVENTS:
                         return
                 if status.terminal:
                     return  # the terminal event was sent before this connection (resume after it)
@@ -162,7 +157,7 @@ def event_stream(
 
 async def run_events(request: Request, run_id: str, *, tenant: str) -> Response:
     """``GET /v1/runs/{id}/events``: the ordered log as JSON, or a live SSE stream."""
-    store: RunStore = request.app.state.store
+    store = services(request).store
     accept = request.headers.get("accept", "")
     after = last_event_id(request)
     if "text/event-stream" not in accept:
@@ -173,11 +168,11 @@ async def run_events(request: Request, run_id: str, *, tenant: str) -> Response:
     await store.get_json_status(run_id, tenant=tenant)
     generator = event_stream(
         store,
-        request.app.state.waiters,
+        services(request).waiters,
         run_id,
         tenant=tenant,
         after=after,
-        heartbeat=request.app.state.settings.sse_heartbeat_seconds,
+        heartbeat=services(request).settings.sse_heartbeat_seconds,
     )
     return StreamingResponse(
         generator(),

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
+from orchestrator import events
 from orchestrator.client._base import SSEParser, backoff, query
 from orchestrator.client.errors import APIConnectionError, NotFoundError, TimeoutError
 from orchestrator.client.pagination import AsyncPaginator
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from orchestrator.client._async import AsyncClient
 
 OutT = TypeVar("OutT", bound=BaseModel)
-TERMINAL_EVENTS = frozenset(f"execution.{s.value}" for s in ExecutionStatus if s.terminal)
 MAX_LONG_POLL = 60.0
 MAX_STREAM_FAILURES = 10
 
@@ -170,7 +170,7 @@ class AsyncRuns:
                     last = item.sequence
                     failures = 0
                     yield item
-                    if item.type in TERMINAL_EVENTS:
+                    if item.type in events.TERMINAL_EVENTS:
                         return
             except APIConnectionError:
                 failures += 1

@@ -1,4 +1,9 @@
-"""arq job payloads and enqueueing for run attempts; one job id per attempt makes repeats no-ops."""
+"""arq jobs of run attempts: the only module that knows arq's Redis keys and payload format.
+
+One job id per attempt (``run:{id}:{attempt}``) makes a repeated enqueue a no-op. The transition
+script writes the first job of each attempt; :func:`enqueue_run` re-enqueues an attempt that should
+have started long ago.
+"""
 
 from __future__ import annotations
 
@@ -8,39 +13,70 @@ from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_pre
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
-from orchestrator.runs import keys, scripts
+from orchestrator.runs import keys
 
+JOB_FUNCTION = "execute_run"
 # arq drops a job that waited this long without starting; the pending sweep enqueues it again.
 JOB_EXPIRY_MS = 24 * 3600 * 1000
 
 
-def job_key(job_id: str) -> str:
+def job_id(run_id: str, attempt: int) -> str:
+    """arq job id of one attempt: a repeated enqueue of the same attempt is a no-op."""
+    return f"run:{run_id}:{attempt}"
+
+
+def job_key(jid: str) -> str:
     """arq's Redis key for a job's payload."""
-    return job_key_prefix + job_id
+    return job_key_prefix + jid
 
 
-def result_key(job_id: str) -> str:
+def result_key(jid: str) -> str:
     """arq's Redis key for a job's stored result."""
-    return result_key_prefix + job_id
+    return result_key_prefix + jid
+
+
+def in_progress_key(jid: str) -> str:
+    """arq's Redis key marking a job claimed by a worker."""
+    return in_progress_key_prefix + jid
 
 
 def job_payload(run_id: str, attempt: int, *, now_ms: int | None = None) -> bytes:
     """Serialize the arq job that executes `attempt` of `run_id` (written by the transition script)."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
-    return serialize_job(keys.JOB_FUNCTION, (run_id, attempt), {}, None, now)
+    return serialize_job(JOB_FUNCTION, (run_id, attempt), {}, None, now)
+
+
+# Make sure an attempt's arq job will run: used only for attempts that should have started long
+# ago. A claim left by a worker that lost the job (it died, or Redis went away between arq's claim
+# and our start) is dropped so that arq runs the job again now, not after its job timeout; a job
+# that exists is put back in the queue; a missing one is created. Starting twice is harmless: the
+# start transition is a compare-and-set. Returns 1 if the job was created.
+ENQUEUE = """
+local job, job_result, queue, in_progress = unpack(KEYS)
+local payload, jid, score, expiry_ms, wake_channel = unpack(ARGV)
+redis.call('DEL', in_progress)
+local created = 0
+if redis.call('EXISTS', job, job_result) == 0 then
+  redis.call('SET', job, payload, 'PX', expiry_ms)
+  created = 1
+end
+redis.call('ZADD', queue, 'NX', score, jid)
+redis.call('PUBLISH', wake_channel, '1')
+return created
+"""
 
 
 async def enqueue_run(redis: Redis, run_id: str, attempt: int, *, queue_name: str) -> bool:
-    """Make sure `attempt` of `run_id` runs now (see scripts.ENQUEUE); True if the job was created."""
+    """Make sure `attempt` of `run_id` runs now (see ``ENQUEUE``); True if the job was created."""
     now = int(time.time() * 1000)
-    jid = keys.job_id(run_id, attempt)
+    jid = job_id(run_id, attempt)
     done = await redis.eval(
-        scripts.ENQUEUE,
+        ENQUEUE,
         4,
         job_key(jid),
         result_key(jid),
         queue_name,
-        in_progress_key_prefix + jid,
+        in_progress_key(jid),
         job_payload(run_id, attempt, now_ms=now),
         jid,
         now,

@@ -1,4 +1,4 @@
-"""Every Redis key, channel and arq job id the orchestrator uses, in one place."""
+"""Every Redis key and channel of the orchestrator's runs, in one place (arq's own keys: ``runs.jobs``)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,6 @@ API_KEYS = f"{PREFIX}:apikeys"
 
 # Every tenant that ever created a run, and per tenant every flow: enough to name every index key.
 TENANTS = f"{PREFIX}:tenants"
-
-JOB_FUNCTION = "execute_run"
 
 
 def tenant_flows(tenant: str) -> str:
@@ -53,6 +51,11 @@ def index(tenant: str, *, flow_id: str | None = None, status: ExecutionStatus | 
     return key
 
 
-def job_id(run_id: str, attempt: int) -> str:
-    """arq job id of one attempt: a repeated enqueue of the same attempt is a no-op."""
-    return f"run:{run_id}:{attempt}"
+def index_keys(tenant: str, flows: list[str]) -> list[str]:
+    """Every index key of a tenant with runs of `flows` (all, by flow, by status, by both)."""
+    statuses: list[ExecutionStatus | None] = [None, *ExecutionStatus]
+    return [
+        keys_for
+        for flow_id in [None, *flows]
+        for keys_for in (index(tenant, flow_id=flow_id, status=s) for s in statuses)
+    ]

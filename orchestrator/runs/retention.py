@@ -12,24 +12,14 @@ import time
 
 from redis.asyncio import Redis
 
-from orchestrator.models import ExecutionStatus
 from orchestrator.runs import keys
+from orchestrator.runs.store import tenant_flows
 from webhooks.ids import id_floor
 
 logger = logging.getLogger(__name__)
 
 MARGIN_SECONDS = 24 * 3600
 LOCK = f"{keys.PREFIX}:lock:retention"
-
-
-def index_keys(tenant: str, flows: list[str]) -> list[str]:
-    """Every index key of a tenant with runs of `flows`."""
-    statuses: list[ExecutionStatus | None] = [None, *ExecutionStatus]
-    out = []
-    for flow_id in [None, *flows]:
-        for status in statuses:
-            out.append(keys.index(tenant, flow_id=flow_id, status=status))
-    return out
 
 
 async def trim_indexes(
@@ -44,11 +34,9 @@ async def trim_indexes(
     now = int(time.time() * 1000) if now_ms is None else now_ms
     cutoff = id_floor("exec", now - (retention_seconds + MARGIN_SECONDS) * 1000)
     removed = 0
-    for raw_tenant in await redis.smembers(keys.TENANTS):
-        tenant = raw_tenant.decode()
-        flows = sorted(f.decode() for f in await redis.smembers(keys.tenant_flows(tenant)))
+    for tenant, flows in (await tenant_flows(redis)).items():
         async with redis.pipeline(transaction=False) as pipe:
-            for key in index_keys(tenant, flows):
+            for key in keys.index_keys(tenant, flows):
                 pipe.zremrangebylex(key, "-", f"({cutoff}")
             removed += sum(await pipe.execute())
     if removed:

@@ -1,9 +1,13 @@
-"""RunStore: executions in Redis; every status change goes through one atomic transition script."""
+"""RunStore: reads of executions, and the operations that move them (each one transition).
+
+Every operation computes the new state with ``states.advance`` from the state it read, then
+commits it with ``runs.transition`` as a compare-and-set on the run's sequence; on a lost race it
+re-reads and re-plans, so racing writers (a cancel against a success) end with exactly one winner.
+"""
 
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,17 +19,26 @@ from redis.asyncio import Redis
 from orchestrator import events
 from orchestrator.errors import RunNotFound, StaleAttempt, Unavailable
 from orchestrator.models import Execution, ExecutionError, ExecutionStatus, Metrics
-from orchestrator.runs import keys, scripts
-from orchestrator.runs.jobs import JOB_EXPIRY_MS, job_key, job_payload, result_key
+from orchestrator.runs import keys
+from orchestrator.runs.leases import Leases
 from orchestrator.runs.states import advance
+from orchestrator.runs.transition import COMMITTED, LEASE_RENEWED, Deadline, Plan, Transitions, log_commit
 from webhooks.ids import new_id
-from webhooks.outbox import OUTBOX_STREAM
-
-logger = logging.getLogger(__name__)
+from webhooks.outbox import Hook
 
 S = ExecutionStatus
 _FIELDS = ("json", "tenant", "input", "partial", "webhook")
 _CHUNK = 200  # creates per pipelined round trip
+
+# Save a flow's partial output while its attempt is current. Returns 1 when saved.
+SAVE_PARTIAL = """
+local run = KEYS[1]
+local attempt, partial = unpack(ARGV)
+local fields = redis.call('HMGET', run, 'status', 'attempt')
+if fields[1] ~= 'running' or fields[2] ~= attempt then return 0 end
+redis.call('HSET', run, 'partial', partial)
+return 1
+"""
 
 
 def utcnow() -> datetime:
@@ -57,6 +70,11 @@ class Stored:
         """The flow's last saved partial output (reported by a cancel or a lost worker), or None."""
         return json.loads(self.partial_json) if self.partial_json else None
 
+    @property
+    def hook(self) -> Hook | None:
+        """The run's own webhook given at creation, if any."""
+        return Hook.from_json(self.webhook_json) if self.webhook_json else None
+
 
 @dataclass
 class NewRun:
@@ -68,18 +86,13 @@ class NewRun:
     run_id: str | None = None
 
 
-@dataclass
-class _Plan:
-    """What one transition commits besides the new execution."""
-
-    run: Execution[Any]
-    event_type: str
-    lease: str = ""
-    pending: str = ""
-    job_attempt: int | None = None
-    retention: bool = False
-    lease_expired_before: int | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+async def tenant_flows(redis: Redis) -> dict[str, list[str]]:
+    """Every tenant that created a run, with the flows it has runs of: enough to name every index."""
+    out: dict[str, list[str]] = {}
+    for raw in await redis.smembers(keys.TENANTS):
+        tenant = raw.decode()
+        out[tenant] = sorted(f.decode() for f in await redis.smembers(keys.tenant_flows(tenant)))
+    return out
 
 
 class RunStore:
@@ -101,10 +114,14 @@ class RunStore:
         self.lease_ms = int(lease_seconds * 1000)
         self.requeue_ms = int(requeue_after_seconds * 1000)
         self._clock = clock
-        self._transition = redis.register_script(scripts.TRANSITION)
-        self._acquire = redis.register_script(scripts.ACQUIRE)
-        self._heartbeat = redis.register_script(scripts.HEARTBEAT)
-        self._save_partial = redis.register_script(scripts.SAVE_PARTIAL)
+        self.transitions = Transitions(redis, queue_name=queue_name, retention_ms=self.retention_ms)
+        self.leases = Leases(
+            redis,
+            lease_seconds=lease_seconds,
+            requeue_after_seconds=requeue_after_seconds,
+            clock=lambda: _ms(self.clock()),
+        )
+        self._save_partial = redis.register_script(SAVE_PARTIAL)
 
     def clock(self) -> datetime:
         """Now, at millisecond precision."""
@@ -115,10 +132,6 @@ class RunStore:
     async def load(self, run_id: str) -> Stored | None:
         """Read one execution with its hidden fields, or None."""
         raw = await self.redis.hmget(keys.run(run_id), _FIELDS)
-        return self._parse(raw)
-
-    @staticmethod
-    def _parse(raw: Sequence[bytes | None]) -> Stored | None:
         if raw[0] is None or raw[1] is None:
             return None
         text = [v.decode() if v is not None else None for v in raw]
@@ -198,88 +211,22 @@ class RunStore:
         found = found[:limit]
         return found, (found[-1].id if more and found else None)
 
-    # ----- the transition ----------------------------------------------------------------------
+    # ----- committing ----------------------------------------------------------------------------
 
-    async def _commit(self, prev: Stored | None, plan: _Plan, *, tenant: str) -> int:
-        key_list, args = self._script_input(prev, plan, tenant=tenant)
-        result = int(await self._transition(keys=key_list, args=args))
-        if result == 1:
-            self._log(plan)
-        return result
-
-    @staticmethod
-    def _log(plan: _Plan) -> None:
-        run = plan.run
-        logger.info("run %s seq %d -> %s (attempt %d)", run.id, run.sequence, plan.event_type, run.attempt)
-
-    def _script_input(
-        self, prev: Stored | None, plan: _Plan, *, tenant: str
-    ) -> tuple[list[str], list[str | bytes | int]]:
-        run = plan.run
-        now = self.clock()
-        message_id = new_id("msg")
-        data = run.model_dump_json(by_alias=True)
-        entry, body = events.render(
-            data, sequence=run.sequence, message_id=message_id, event_type=plan.event_type, at=now
+    async def _commit(self, prev: Stored, plan: Plan) -> int:
+        return await self.transitions.commit(
+            plan,
+            tenant=prev.tenant,
+            now=self.clock(),
+            prev_sequence=prev.run.sequence,
+            prev_status=prev.run.status,
+            hook=prev.hook,
         )
-        old_status = prev.run.status if prev else run.status
-        job_id = keys.job_id(run.id, plan.job_attempt or run.attempt)
-        current_job = keys.job_id(run.id, run.attempt)
-        payload = b""
-        if plan.job_attempt is not None:
-            payload = job_payload(run.id, plan.job_attempt, now_ms=_ms(now))
-        key_list = [
-            keys.run(run.id),
-            OUTBOX_STREAM,
-            keys.run_events(run.id),
-            keys.index(tenant),
-            keys.index(tenant, flow_id=run.flow_id),
-            keys.index(tenant, status=old_status),
-            keys.index(tenant, status=run.status),
-            keys.index(tenant, flow_id=run.flow_id, status=old_status),
-            keys.index(tenant, flow_id=run.flow_id, status=run.status),
-            keys.LEASES,
-            keys.PENDING,
-            job_key(job_id),
-            result_key(job_id),
-            self.queue_name,
-            job_key(current_job),
-            keys.TENANTS,
-            keys.tenant_flows(tenant),
-        ]
-        args: list[str | bytes | int] = [
-            "" if prev is None else str(prev.run.sequence),
-            str(run.sequence),
-            run.status.value,
-            str(run.attempt),
-            data,
-            entry,
-            body,
-            run.id,
-            message_id,
-            plan.event_type,
-            tenant,
-            run.flow_id,
-            plan.lease,
-            plan.pending,
-            payload,
-            job_id,
-            str(_ms(now)),
-            str(JOB_EXPIRY_MS),
-            str(self.retention_ms) if plan.retention else "",
-            keys.TRANSITIONS_CHANNEL,
-            keys.WAKE_CHANNEL,
-            "" if plan.lease_expired_before is None else str(plan.lease_expired_before),
-            plan.extra.get("webhook", ""),
-            plan.extra.get("input", ""),
-            current_job,
-        ]
-        return key_list, args
 
     async def _update(
         self,
         run_id: str,
-        plan_for: Callable[[Stored], _Plan | None],
+        plan_for: Callable[[Stored], Plan | None],
         *,
         tenant: str | None = None,
         known: Stored | None = None,
@@ -298,12 +245,12 @@ class RunStore:
             plan = plan_for(stored)
             if plan is None:
                 return None
-            result = await self._commit(stored, plan, tenant=stored.tenant)
-            if result == 1:
+            result = await self._commit(stored, plan)
+            if result == COMMITTED:
                 if known is not None:
                     known.run = plan.run
                 return plan.run
-            if result == -1:
+            if result == LEASE_RENEWED:
                 return None
             stored = None
         raise Unavailable(f"execution {run_id} is changing too fast to update")
@@ -344,22 +291,29 @@ class RunStore:
         out: list[tuple[Execution[Any], bool]] = []
         for start in range(0, len(items), _CHUNK):
             chunk = items[start : start + _CHUNK]
-            plans = [self._queued_plan(flow_id, item, steps_total=steps_total) for item in chunk]
+            now = self.clock()
+            plans = [self._queued_plan(flow_id, item, now=now, steps_total=steps_total) for item in chunk]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for plan in plans:
-                    key_list, args = self._script_input(None, plan, tenant=tenant)
-                    await self._transition(keys=key_list, args=args, client=pipe)
+                    await self.transitions.commit(
+                        plan,
+                        tenant=tenant,
+                        now=now,
+                        prev_sequence=None,
+                        prev_status=None,
+                        hook=plan.hook,
+                        pipe=pipe,
+                    )
                 results = await pipe.execute()
             for plan, result in zip(plans, results, strict=True):
-                if int(result) == 1:
-                    self._log(plan)
+                if int(result) == COMMITTED:
+                    log_commit(plan)
                     out.append((plan.run, True))
                 else:
                     out.append((await self.get(plan.run.id, tenant=tenant), False))
         return out
 
-    def _queued_plan(self, flow_id: str, item: NewRun, *, steps_total: int | None) -> _Plan:
-        now = self.clock()
+    def _queued_plan(self, flow_id: str, item: NewRun, *, now: datetime, steps_total: int | None) -> Plan:
         run: Execution[Any] = Execution[Any](
             id=item.run_id or new_id("exec", now_ms=_ms(now)),
             flow_id=flow_id,
@@ -371,12 +325,13 @@ class RunStore:
             attempt=1,
             sequence=1,
         )
-        return _Plan(
+        return Plan(
             run=run,
             event_type=events.status_event(S.queued),
-            pending=str(_ms(now) + self.requeue_ms),
-            job_attempt=1,
-            extra={"input": item.input_json, "webhook": item.webhook_json or ""},
+            pending=Deadline.after(self.requeue_ms),
+            enqueue_attempt=1,
+            input_json=item.input_json,
+            hook=Hook.from_json(item.webhook_json) if item.webhook_json else None,
         )
 
     async def start(self, run_id: str, attempt: int) -> Stored:
@@ -388,18 +343,18 @@ class RunStore:
             stored = await self.load(run_id)
             if stored is None or stored.run.attempt != attempt or stored.run.status.terminal:
                 raise StaleAttempt(run_id)
-            now = self.clock()
-            deadline = str(_ms(now) + self.lease_ms)
             if stored.run.status is S.running:
-                ok = await self._acquire(
-                    keys=[keys.run(run_id), keys.LEASES, keys.PENDING], args=[run_id, attempt, deadline]
-                )
-                if not ok:
+                if not await self.leases.acquire(run_id, attempt):
                     raise StaleAttempt(run_id)
                 return stored
-            run = advance(stored.run, S.running, now=now)
-            plan = _Plan(run=run, event_type=events.status_event(S.running), lease=deadline, pending="del")
-            if await self._commit(stored, plan, tenant=stored.tenant) == 1:
+            run = advance(stored.run, S.running, now=self.clock())
+            plan = Plan(
+                run=run,
+                event_type=events.status_event(S.running),
+                lease=Deadline.after(self.lease_ms),
+                pending=Deadline.CLEAR,
+            )
+            if await self._commit(stored, plan) == COMMITTED:
                 stored.run = run
                 return stored
 
@@ -408,13 +363,13 @@ class RunStore:
     ) -> Execution[Any] | None:
         """Record new metrics of a running attempt as an ``execution.progress`` event."""
 
-        def plan(stored: Stored) -> _Plan | None:
+        def plan(stored: Stored) -> Plan | None:
             if stored.run.attempt != attempt or stored.run.status is not S.running:
                 raise StaleAttempt(run_id)
             if stored.run.metrics == metrics:
                 return None
             run = stored.run.model_copy(update={"metrics": metrics, "sequence": stored.run.sequence + 1})
-            return _Plan(run=run, event_type=events.PROGRESS)
+            return Plan(run=run, event_type=events.PROGRESS)
 
         return await self._update(run_id, plan, known=known)
 
@@ -431,107 +386,57 @@ class RunStore:
     ) -> Execution[Any] | None:
         """End a running attempt with `status`; a stale attempt raises StaleAttempt."""
 
-        def plan(stored: Stored) -> _Plan:
+        def plan(stored: Stored) -> Plan:
             if stored.run.attempt != attempt:
                 raise StaleAttempt(run_id)
             run = advance(stored.run, status, now=self.clock(), output=output, error=error, metrics=metrics)
-            return _Plan(
-                run=run, event_type=events.status_event(status), lease="del", pending="del", retention=True
-            )
+            return terminal_plan(run)
 
         return await self._update(run_id, plan, known=known)
 
     async def cancel(self, run_id: str, *, tenant: str) -> Execution[Any]:
         """Cancel a queued or running execution, keeping its saved partial output."""
 
-        def plan(stored: Stored) -> _Plan:
-            run = advance(stored.run, S.cancelled, now=self.clock(), output=stored.partial)
-            return _Plan(
-                run=run,
-                event_type=events.status_event(S.cancelled),
-                lease="del",
-                pending="del",
-                retention=True,
-            )
+        def plan(stored: Stored) -> Plan:
+            return terminal_plan(advance(stored.run, S.cancelled, now=self.clock(), output=stored.partial))
 
         run = await self._update(run_id, plan, tenant=tenant)
         assert run is not None  # the plan never skips
         return run
 
-    async def reap(self, run_id: str, *, max_attempts: int) -> Execution[Any] | None:
-        """Retry (or fail with ``worker_lost``) a run whose lease expired; None if it is alive after all."""
-        now = self.clock()
-        now_ms = _ms(now)
+    async def take_over(
+        self, run_id: str, plan_for: Callable[[Stored, datetime], Plan | None]
+    ) -> Execution[Any] | None:
+        """Apply a reaper's plan to a run whose lease expired.
 
-        def plan(stored: Stored) -> _Plan | None:
-            run = stored.run
-            if run.status is not S.running:
-                return None
-            if run.attempt >= max_attempts:
-                error = ExecutionError(
-                    code="worker_lost",
-                    message=f"the worker running attempt {run.attempt} stopped responding",
-                    details={"attempts": run.attempt},
-                )
-                done = advance(run, S.failed, now=now, output=stored.partial, error=error)
-                return _Plan(
-                    run=done,
-                    event_type=events.status_event(S.failed),
-                    lease="del",
-                    pending="del",
-                    retention=True,
-                    lease_expired_before=now_ms,
-                )
-            # The next attempt starts its steps over (stepsRun never passes stepsTotal); usage and
-            # cost stay, as the lost attempt really spent them.
-            metrics = run.metrics.model_copy(update={"steps_run": 0})
-            retried = advance(run, S.running, now=now, attempt=run.attempt + 1, metrics=metrics)
-            return _Plan(
-                run=retried,
-                event_type=events.status_event(S.running),
-                lease="del",
-                pending=str(now_ms + self.requeue_ms),
-                job_attempt=run.attempt + 1,
-                lease_expired_before=now_ms,
-            )
+        The plan is committed only if the attempt's lease is still expired at commit time; None
+        when it was renewed meanwhile (the worker lives), when `plan_for` skips, or the run is gone.
+        """
+        now = self.clock()
+
+        def plan(stored: Stored) -> Plan | None:
+            planned = plan_for(stored, now)
+            if planned is not None:
+                planned.require_lease_expired = True
+            return planned
 
         try:
             return await self._update(run_id, plan)
         except RunNotFound:
-            await self.redis.zrem(keys.LEASES, run_id)
+            await self.leases.drop_lease(run_id)
             return None
-
-    async def heartbeat(self, held: Sequence[tuple[str, int]]) -> list[str]:
-        """Renew the leases of `held` (run id, attempt) pairs; return the ids no longer ours."""
-        if not held:
-            return []
-        deadline = _ms(self.clock()) + self.lease_ms
-        args: list[str | int] = [deadline]
-        for run_id, attempt in held:
-            args += [run_id, attempt, keys.run(run_id)]
-        lost = await self._heartbeat(keys=[keys.LEASES], args=args)
-        return [x.decode() if isinstance(x, bytes) else str(x) for x in lost]
 
     async def save_partial(self, run_id: str, attempt: int, partial_json: str) -> bool:
         """Keep a running attempt's partial output, for a cancel or failure to report."""
         return bool(await self._save_partial(keys=[keys.run(run_id)], args=[attempt, partial_json]))
 
-    async def expired_leases(self, *, limit: int = 100) -> list[str]:
-        """Run ids whose lease deadline has passed."""
-        now = _ms(self.clock())
-        ids = await self.redis.zrangebyscore(keys.LEASES, "-inf", now, start=0, num=limit)
-        return [i.decode() for i in ids]
 
-    async def due_pending(self, *, limit: int = 100) -> list[str]:
-        """Run ids whose current attempt should have started by now."""
-        now = _ms(self.clock())
-        ids = await self.redis.zrangebyscore(keys.PENDING, "-inf", now, start=0, num=limit)
-        return [i.decode() for i in ids]
-
-    async def postpone_pending(self, run_id: str) -> None:
-        """Check `run_id` again after the requeue interval."""
-        await self.redis.zadd(keys.PENDING, {run_id: _ms(self.clock()) + self.requeue_ms}, xx=True)
-
-    async def drop_pending(self, run_id: str) -> None:
-        """Forget a pending entry whose run has started or ended."""
-        await self.redis.zrem(keys.PENDING, run_id)
+def terminal_plan(run: Execution[Any]) -> Plan:
+    """The plan of a transition into a terminal status: no lease, no pending start, retention starts."""
+    return Plan(
+        run=run,
+        event_type=events.status_event(run.status),
+        lease=Deadline.CLEAR,
+        pending=Deadline.CLEAR,
+        retention=True,
+    )

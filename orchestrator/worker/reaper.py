@@ -1,22 +1,30 @@
-"""Reaper: finds runs whose worker died and runs that were written but never started.
+"""Reaper: what happens to a run whose worker was lost, and to attempts written but never started.
 
-Every worker sweeps; the transitions are compare-and-set, so concurrent sweeps are harmless.
+Every worker sweeps; transitions are compare-and-set, so concurrent sweeps are harmless. The
+policy for a lost attempt is here: retry it as the next attempt (its steps start over; usage and
+cost stay, as the lost attempt really spent them), or after ``ORCH_MAX_ATTEMPTS`` end the run
+``failed`` with code ``worker_lost``, keeping its partial output.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from redis.asyncio import Redis
 
-from orchestrator.models import ExecutionStatus
-from orchestrator.runs import keys
+from orchestrator import events
+from orchestrator.models import ExecutionError, ExecutionStatus
 from orchestrator.runs.jobs import enqueue_run
-from orchestrator.runs.store import RunStore
+from orchestrator.runs.states import advance
+from orchestrator.runs.store import RunStore, Stored, terminal_plan
+from orchestrator.runs.transition import Deadline, Plan
 from webhooks.metrics import MetricsBuffer
 
 logger = logging.getLogger(__name__)
+
+S = ExecutionStatus
 
 
 @dataclass
@@ -28,35 +36,59 @@ class SweepResult:
     requeued: int = 0
 
 
+def lost_attempt_plan(stored: Stored, *, now: datetime, max_attempts: int, requeue_ms: int) -> Plan | None:
+    """The transition for a run whose current attempt lost its worker; None if it is not running."""
+    run = stored.run
+    if run.status is not S.running:
+        return None
+    if run.attempt >= max_attempts:
+        error = ExecutionError(
+            code="worker_lost",
+            message=f"the worker running attempt {run.attempt} stopped responding",
+            details={"attempts": run.attempt},
+        )
+        return terminal_plan(advance(run, S.failed, now=now, output=stored.partial, error=error))
+    metrics = run.metrics.model_copy(update={"steps_run": 0})  # stepsRun never passes stepsTotal
+    retried = advance(run, S.running, now=now, attempt=run.attempt + 1, metrics=metrics)
+    return Plan(
+        run=retried,
+        event_type=events.status_event(S.running),
+        lease=Deadline.CLEAR,
+        pending=Deadline.after(requeue_ms),
+        enqueue_attempt=run.attempt + 1,
+    )
+
+
 async def sweep(
     store: RunStore, pool: Redis, *, max_attempts: int, queue_name: str, metrics: MetricsBuffer | None = None
 ) -> SweepResult:
     """Reap expired leases, then re-enqueue attempts that should have started by now."""
     result = SweepResult()
-    for run_id in await store.expired_leases():
-        run = await store.reap(run_id, max_attempts=max_attempts)
+    for run_id in await store.leases.expired():
+        run = await store.take_over(
+            run_id,
+            lambda stored, now: lost_attempt_plan(
+                stored, now=now, max_attempts=max_attempts, requeue_ms=store.requeue_ms
+            ),
+        )
         if run is None:
             continue
-        if run.status is ExecutionStatus.failed:
+        outcome = "worker_lost" if run.status is S.failed else "retried"
+        if metrics is not None:
+            metrics.inc("orch_reaped_total", {"outcome": outcome})
+        if run.status is S.failed:
             result.lost += 1
-            if metrics is not None:
-                metrics.inc("orch_reaped_total", {"outcome": "worker_lost"})
             logger.warning("run %s failed: worker lost on attempt %d", run_id, run.attempt)
         else:
             result.retried += 1
-            if metrics is not None:
-                metrics.inc("orch_reaped_total", {"outcome": "retried"})
             logger.warning("run %s re-queued as attempt %d after its worker was lost", run_id, run.attempt)
-    for run_id in await store.due_pending():
+    for run_id in await store.leases.due_pending():
         stored = await store.load(run_id)
         if stored is None or stored.run.status.terminal:
-            await store.drop_pending(run_id)
+            await store.leases.drop_pending(run_id)
             continue
-        if (
-            stored.run.status is ExecutionStatus.running
-            and await pool.zscore(keys.LEASES, run_id) is not None
-        ):
-            await store.drop_pending(run_id)
+        if stored.run.status is S.running and await store.leases.held(run_id):
+            await store.leases.drop_pending(run_id)
             continue
         created = await enqueue_run(pool, run_id, stored.run.attempt, queue_name=queue_name)
         result.requeued += 1
@@ -67,5 +99,5 @@ async def sweep(
             store.requeue_ms / 1000,
             "created" if created else "released again",
         )
-        await store.postpone_pending(run_id)
+        await store.leases.postpone_pending(run_id)
     return result

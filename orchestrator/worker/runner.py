@@ -18,7 +18,9 @@ from orchestrator.context import RunContext, to_jsonable
 from orchestrator.errors import FlowError, InvalidTransition, StaleAttempt
 from orchestrator.flows import Flow, Registry
 from orchestrator.models import ExecutionError, ExecutionStatus
+from orchestrator.runs.notices import Notice
 from orchestrator.runs.store import RunStore
+from webhooks.errors import field_errors
 from webhooks.metrics import MetricsBuffer
 
 logger = logging.getLogger(__name__)
@@ -41,17 +43,6 @@ class _Active:
         if self.stop_reason is None and self.task is not None and not self.task.done():
             self.stop_reason = reason
             self.task.cancel()
-
-
-def _field_errors(exc: ValidationError, prefix: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "field": ".".join([prefix, *(str(p) for p in err["loc"])]),
-            "message": err["msg"],
-            "type": err["type"],
-        }
-        for err in exc.errors(include_url=False, include_input=False)
-    ]
 
 
 class Runner:
@@ -98,7 +89,7 @@ class Runner:
             error = ExecutionError(
                 code="invalid_input",
                 message="the stored input no longer matches the flow's input model",
-                details={"fields": _field_errors(exc, "input")},
+                details={"fields": field_errors(exc, prefix="input")},
             )
             return await self._finish(ctx, S.failed, error=error)
 
@@ -142,7 +133,7 @@ class Runner:
             error = ExecutionError(
                 code="invalid_output",
                 message="the flow returned output that does not match its output model",
-                details={"fields": _field_errors(exc, "output")},
+                details={"fields": field_errors(exc, prefix="output")},
             )
             return await self._finish(ctx, S.failed, error=error, output=ctx.partial)
         return await self._finish(ctx, S.success, output=output)
@@ -186,20 +177,20 @@ class Runner:
             self.metrics.inc("orch_runs_finished_total", {"flow": ctx.flow_id, "status": status.value})
         return status.value
 
-    def on_transition(self, run_id: str, status: str, attempt: int) -> None:
+    def on_notice(self, notice: Notice) -> None:
         """React to a published transition: stop our attempt if the run ended or moved on."""
-        active = self.active.get(run_id)
+        active = self.active.get(notice.run_id)
         if active is None:
             return
-        if S(status).terminal:
-            active.stop(status)
-        elif attempt != active.attempt:
+        if notice.status.terminal:
+            active.stop(notice.status.value)
+        elif notice.attempt != active.attempt:
             active.stop("superseded")
 
     async def heartbeat(self) -> None:
         """Renew our leases and stop the attempts that are no longer ours."""
         held = [(rid, a.attempt) for rid, a in self.active.items()]
-        for rid in await self.store.heartbeat(held):
+        for rid in await self.store.leases.heartbeat(held):
             active = self.active.get(rid)
             if active is not None:
                 active.stop("lost")

@@ -8,12 +8,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis, create_pool
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
+from orchestrator.connections import arq_settings
 from orchestrator.flows import Registry
 from orchestrator.runs import keys
+from orchestrator.runs.jobs import JOB_FUNCTION
+from orchestrator.runs.notices import Notice, Subscription
 from orchestrator.runs.retention import trim_indexes
 from orchestrator.runs.store import RunStore
 from orchestrator.settings import Settings
@@ -105,33 +108,6 @@ async def _every(
             await asyncio.wait_for(stop.wait(), seconds)
 
 
-async def _listen(pool: ArqRedis, runner: Runner, wake: asyncio.Event) -> None:
-    """One subscription per worker: enqueue wake-ups and transitions (to stop cancelled runs)."""
-    while True:
-        pubsub = pool.pubsub()
-        try:
-            await pubsub.subscribe(keys.WAKE_CHANNEL, keys.TRANSITIONS_CHANNEL)
-            while True:
-                msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
-                if msg is None:
-                    continue
-                if msg["channel"] == keys.WAKE_CHANNEL.encode():
-                    wake.set()
-                    continue
-                parts = msg["data"].decode().split(" ")
-                if len(parts) == 4:
-                    runner.on_transition(parts[0], parts[1], int(parts[3]))
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.warning("worker subscription lost; resubscribing", exc_info=True)
-            wake.set()  # we may have missed an enqueue
-            await asyncio.sleep(0.5)
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
-
-
 def build_worker(
     settings: Settings, registry: Registry, *, burst: bool = False, **overrides: Any
 ) -> WakingWorker:
@@ -154,7 +130,23 @@ def build_worker(
         ctx["runner"] = runner
         ctx["store"] = store
         loop = asyncio.get_running_loop()
-        tasks.append(loop.create_task(_listen(pool, runner, worker.wake)))
+
+        def on_message(channel: str, data: bytes) -> None:
+            if channel == keys.WAKE_CHANNEL:
+                worker.wake.set()
+            elif (notice := Notice.parse(data)) is not None:
+                runner.on_notice(notice)
+
+        # One subscription per worker: enqueue wake-ups, and transitions (to stop cancelled runs).
+        # After a (re)subscribe an enqueue may have been missed: look at the queue again.
+        subscription = Subscription(
+            pool,
+            (keys.WAKE_CHANNEL, keys.TRANSITIONS_CHANNEL),
+            on_message=on_message,
+            on_connected=worker.wake.set,
+            name="worker subscription",
+        )
+        tasks.append(loop.create_task(subscription.run()))
         tasks.append(
             loop.create_task(_every(settings.heartbeat_seconds, "heartbeat", runner.heartbeat, stop))
         )
@@ -186,9 +178,9 @@ def build_worker(
 
     options: dict[str, Any] = {
         "functions": [
-            func(execute_run, name=keys.JOB_FUNCTION, timeout=registry.max_timeout + JOB_TIMEOUT_MARGIN)
+            func(execute_run, name=JOB_FUNCTION, timeout=registry.max_timeout + JOB_TIMEOUT_MARGIN)
         ],
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_settings": arq_settings(settings),
         "queue_name": settings.queue_name,
         "max_jobs": settings.worker_max_jobs,
         "poll_delay": settings.worker_poll_delay,

@@ -311,7 +311,7 @@ def test_logs_hold_no_secret_and_no_api_key(hunt: Hunt) -> None:
     logs = hunt.logs
     # The failure paths were logged (nothing in the code logs at DEBUG yet; a line that ever does
     # is covered, as the processes ran at that level).
-    assert b"INFO    orchestrator.runs.store: run exec_" in logs["api"]
+    assert b"INFO    orchestrator.runs.transition: run exec_" in logs["api"]
     assert b"-> 500 in" in logs["dispatcher"] and b"Cannot connect to host" in logs["dispatcher"]
     assert b"Traceback" in logs["worker"]  # the crash flow
     for secret in every_secret(hunt):

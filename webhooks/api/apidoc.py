@@ -17,6 +17,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 from starlette.routing import BaseRoute, Route
 
+from webhooks.api.inputs import MAX_PAGE
+
 F = TypeVar("F", bound=Callable[..., Any])
 REF = "#/components/schemas/{model}"
 
@@ -40,6 +42,13 @@ class Param:
     description: str
     schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
     required: bool = False
+
+
+# The query parameters of every list call (webhooks.api.inputs.page_limit / page_cursor).
+PAGING = (
+    Param("limit", "Page size (1-100, default 20)", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+    Param("cursor", "nextCursor of the previous page"),
+)
 
 
 @dataclass(frozen=True)

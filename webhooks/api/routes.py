@@ -1,24 +1,33 @@
-"""HTTP routes of the webhook service, mounted by an application that supplies auth and parsing.
+"""HTTP routes of the webhook service (``/v1/webhooks``), mounted by an application.
 
-The mounting app passes how to authenticate a request (to a tenant), how to read a bounded JSON
-body, which event types exist, and which filter values (flow ids) are valid.
+The mounting app passes how to authenticate a request (to a tenant), the body size limit, which
+event types exist and which filter values (flow ids) are valid; parsing is ``webhooks.api.inputs``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
+from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from webhooks.api.apidoc import Param, links_to, operation
+from webhooks.api.apidoc import PAGING, Param, links_to, operation
+from webhooks.api.inputs import (
+    check_choices,
+    check_url_field,
+    page_cursor,
+    page_limit,
+    query_choice,
+    read_model,
+    render,
+)
 from webhooks.deliveries import DeliveryStore
 from webhooks.endpoints import EndpointStore, now_ms
-from webhooks.errors import DeliveryNotFound, InvalidEndpoint
+from webhooks.errors import DeliveryNotFound, ValidationFailed
 from webhooks.ids import is_valid
 from webhooks.models import (
     CountOut,
@@ -33,15 +42,11 @@ from webhooks.models import (
     RecoverBody,
     SecretOut,
 )
+from webhooks.outbox import Hook
+from webhooks.report import DeliveryReport, SentMessage, delivery_report
 from webhooks.signing import WebhookVerificationError, parse_secret
-from webhooks.ssrf import UnsafeURL, check_url
 
 M = TypeVar("M", bound=BaseModel)
-MAX_PAGE = 100
-PAGING = [
-    Param("limit", "Page size (1-100, default 20)", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
-    Param("cursor", "nextCursor of the previous page"),
-]
 MIN_SECRET_BYTES = 24
 
 
@@ -57,48 +62,87 @@ ENDPOINT_TARGETS = {
 }
 
 
-@dataclass(frozen=True)
 class WebhookAPI:
-    """What the mounting application provides."""
+    """The ``/v1/webhooks`` routes as one mounting application configures them, and their stores."""
 
-    authenticate: Callable[[Request], Awaitable[str]]
-    read_json: Callable[[Request], Awaitable[Any]]
-    field_errors: Callable[[ValidationError], list[dict[str, Any]]]
-    event_types: Collection[str]
-    filter_values: Callable[[], Collection[str]]
-    allow_private: bool
+    def __init__(
+        self,
+        *,
+        authenticate: Callable[[Request], Awaitable[str]],
+        max_body_bytes: int,
+        event_types: Collection[str],
+        filter_values: Callable[[], Collection[str]],
+        allow_private: bool,
+        default_events: Sequence[str],
+        coalesced_events: Sequence[str] = (),
+        failed_ttl_ms: int,
+        delivered_ttl_ms: int,
+    ) -> None:
+        """Configure the routes.
 
-    def stores(self, request: Request) -> tuple[EndpointStore, DeliveryStore]:
-        """The stores on ``app.state`` (built in the app's lifespan)."""
-        return request.app.state.webhook_endpoints, request.app.state.webhook_deliveries
+        Args:
+            authenticate: resolves a request to its tenant (raises a 401 error otherwise).
+            max_body_bytes: bodies beyond this are refused with 413 while still streaming.
+            event_types: the types an endpoint may subscribe to.
+            filter_values: the values ``flowIds`` may name (read at each call).
+            allow_private: let endpoints name loopback or private hosts (development only).
+            default_events: what an endpoint that names no events receives.
+            coalesced_events: types the fan-out sends at most once per interval (the report says so).
+            failed_ttl_ms, delivered_ttl_ms: how long delivery rows are kept, by outcome.
+        """
+        self.authenticate = authenticate
+        self.max_body_bytes = max_body_bytes
+        self.event_types = event_types
+        self.filter_values = filter_values
+        self.allow_private = allow_private
+        self.default_events = tuple(default_events)
+        self.coalesced_events = tuple(coalesced_events)
+        self.failed_ttl_ms = failed_ttl_ms
+        self.delivered_ttl_ms = delivered_ttl_ms
+        self._stores: tuple[EndpointStore, DeliveryStore] | None = None
+
+    def open(self, redis: Redis) -> None:
+        """Bind the stores to the app's Redis client (from its lifespan, before any request)."""
+        self._stores = (
+            EndpointStore(redis),
+            DeliveryStore(redis, failed_ttl_ms=self.failed_ttl_ms, delivered_ttl_ms=self.delivered_ttl_ms),
+        )
+
+    def stores(self, request: Request | None = None) -> tuple[EndpointStore, DeliveryStore]:
+        """The endpoint and delivery stores (``open`` must have been called)."""
+        if self._stores is None:
+            raise RuntimeError("WebhookAPI.open(redis) was not called")
+        return self._stores
+
+    async def report(
+        self, *, tenant: str, subject: str, messages: Sequence[SentMessage], hook: Hook | None
+    ) -> DeliveryReport:
+        """Where a subject's messages went, per endpoint (see ``webhooks.report``)."""
+        endpoints, deliveries = self.stores()
+        return await delivery_report(
+            endpoints,
+            deliveries,
+            tenant=tenant,
+            subject=subject,
+            messages=messages,
+            hook=hook,
+            default_events=self.default_events,
+            coalesced_events=self.coalesced_events,
+        )
 
     async def body(self, request: Request, model: type[M]) -> M:
         """Read and validate the body as `model` (422 lists each bad field)."""
-        document = await self.read_json(request)
-        if not isinstance(document, dict):
-            raise InvalidEndpoint.field("body", "expected a JSON object", "dict_type")
-        try:
-            return model.model_validate(document)
-        except ValidationError as exc:
-            raise InvalidEndpoint("the body is invalid", details={"fields": self.field_errors(exc)}) from None
+        return await read_model(request, model, max_bytes=self.max_body_bytes)
 
     async def check_fields(
         self, *, url: str | None, events: list[str] | None, flow_ids: list[str] | None
     ) -> None:
         """Refuse unsafe URLs, unknown event types and unknown flow ids (422)."""
         if url is not None:
-            try:
-                await check_url(url, allow_private=self.allow_private)
-            except UnsafeURL as exc:
-                raise InvalidEndpoint.field("url", exc.reason, "url") from None
-        unknown = [e for e in events or [] if e not in self.event_types]
-        if unknown:
-            raise InvalidEndpoint.field("events", f"unknown event types: {', '.join(unknown)}", "enum")
+            await check_url_field(url, field="url", allow_private=self.allow_private)
+        check_choices("events", events, self.event_types, what="event types")
         if flow_ids:
-            known = self.filter_values()
-            missing = [f for f in flow_ids if f not in known]
-            if missing:
-                raise InvalidEndpoint.field("flowIds", f"unknown flows: {', '.join(missing)}", "enum")
+            check_choices("flowIds", flow_ids, self.filter_values(), what="flows")
 
     def routes(self) -> list[Route]:
         """The ``/v1/webhooks`` routes (API.md "Webhooks")."""
@@ -142,7 +186,7 @@ class WebhookAPI:
             description=body.description,
             secret=body.secret,
         )
-        return _render(EndpointOut.of(endpoint, with_secret=True), 201)
+        return render(EndpointOut.of(endpoint, with_secret=True), 201)
 
     @operation(
         summary="List endpoints (no secrets)",
@@ -154,11 +198,11 @@ class WebhookAPI:
     async def list(self, request: Request) -> Response:
         """``GET /v1/webhooks``: newest first, no secrets."""
         tenant = await self.authenticate(request)
-        limit = _limit(request)
-        cursor = _cursor(request, "wh")
+        limit = page_limit(request)
+        cursor = page_cursor(request, "wh")
         endpoints, _ = self.stores(request)
         items, next_cursor = await endpoints.page(tenant, limit=limit, cursor=cursor)
-        return _render(Page(data=[EndpointOut.of(e) for e in items], next_cursor=next_cursor))
+        return render(Page(data=[EndpointOut.of(e) for e in items], next_cursor=next_cursor))
 
     @operation(
         summary="Get an endpoint", tag="Webhooks", responses={200: EndpointOut}, errors=(401, 404, 503)
@@ -168,7 +212,7 @@ class WebhookAPI:
         tenant = await self.authenticate(request)
         endpoints, _ = self.stores(request)
         endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
-        return _render(EndpointOut.of(endpoint))
+        return render(EndpointOut.of(endpoint))
 
     @operation(
         summary="Change url, events, flowIds, description or enabled",
@@ -188,9 +232,9 @@ class WebhookAPI:
         changes = body.model_dump(exclude_unset=True)
         if any(v is None for v in changes.values()):
             nulls = [k for k, v in changes.items() if v is None]
-            raise InvalidEndpoint.field(nulls[0], "may not be null", "none_forbidden")
+            raise ValidationFailed.field(nulls[0], "may not be null", "none_forbidden")
         endpoint = await endpoints.update(endpoint_id, tenant=tenant, changes=changes)
-        return _render(EndpointOut.of(endpoint))
+        return render(EndpointOut.of(endpoint))
 
     @operation(summary="Delete an endpoint", tag="Webhooks", responses={204: None}, errors=(401, 404, 503))
     async def delete(self, request: Request) -> Response:
@@ -268,19 +312,11 @@ class WebhookAPI:
         tenant = await self.authenticate(request)
         endpoints, deliveries = self.stores(request)
         endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
-        raw = request.query_params.get("status")
-        status: DeliveryStatus | None = None
-        if raw:
-            try:
-                status = DeliveryStatus(raw)
-            except ValueError:
-                raise InvalidEndpoint.field(
-                    "status", "must be pending, succeeded or failed", "enum"
-                ) from None
+        status = query_choice(request, "status", DeliveryStatus)
         items, next_cursor = await deliveries.page(
-            endpoint.id, status=status, limit=_limit(request), cursor=_cursor(request, "msg")
+            endpoint.id, status=status, limit=page_limit(request), cursor=page_cursor(request, "msg")
         )
-        return _render(Page(data=items, next_cursor=next_cursor))
+        return render(Page(data=items, next_cursor=next_cursor))
 
     @operation(
         summary="Send one message again now (same webhook-id)",
@@ -315,15 +351,9 @@ class WebhookAPI:
         body = await self.body(request, RecoverBody)
         since = body.since
         if since.tzinfo is None:
-            raise InvalidEndpoint.field("since", "must include a time zone (e.g. Z)", "datetime")
+            raise ValidationFailed.field("since", "must include a time zone (e.g. Z)", "datetime")
         count = await deliveries.recover(endpoint.id, int(since.timestamp() * 1000), now_ms=now_ms())
         return JSONResponse({"count": count}, status_code=202)
-
-
-def _render(model: BaseModel, status_code: int = 200) -> Response:
-    return Response(
-        model.model_dump_json(by_alias=True), status_code=status_code, media_type="application/json"
-    )
 
 
 def _check_secret(secret: str) -> None:
@@ -332,19 +362,6 @@ def _check_secret(secret: str) -> None:
     except WebhookVerificationError:
         key = b""
     if not secret.startswith("whsec_") or len(key) < MIN_SECRET_BYTES:
-        raise InvalidEndpoint.field("secret", f"must be whsec_ + base64 of at least {MIN_SECRET_BYTES} bytes")
-
-
-def _limit(request: Request) -> int:
-    raw = request.query_params.get("limit") or "20"
-    # The length check comes first: int() refuses (ValueError) more than 4300 digits.
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12 or not 1 <= int(raw) <= MAX_PAGE:
-        raise InvalidEndpoint.field("limit", f"must be an integer from 1 to {MAX_PAGE}", "range")
-    return int(raw)
-
-
-def _cursor(request: Request, prefix: str) -> str | None:
-    raw = request.query_params.get("cursor") or None
-    if raw is not None and not is_valid(raw, prefix):
-        raise InvalidEndpoint.field("cursor", "not a cursor returned by this API")
-    return raw
+        raise ValidationFailed.field(
+            "secret", f"must be whsec_ + base64 of at least {MIN_SECRET_BYTES} bytes"
+        )

@@ -21,10 +21,8 @@ from orchestrator.dev.children import Children
 from orchestrator.dev.embedded import EmbeddedRedis, free_port
 from orchestrator.models import ExecutionStatus
 from orchestrator.runs import keys
-from webhooks.endpoints import EndpointStore
+from webhooks import OUTBOX_STREAM, EndpointStore, OutboxEntry, headers_for
 from webhooks.ids import new_id
-from webhooks.outbox import OUTBOX_STREAM
-from webhooks.signing import headers_for
 
 Figures = dict[str, float]
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -166,17 +164,15 @@ async def deliveries(n: int, endpoints: int) -> tuple[float, float]:
             for start in range(0, len(bodies), 500):
                 async with stack.redis.pipeline(transaction=False) as pipe:
                     for body in bodies[start : start + 500]:
-                        pipe.xadd(
-                            OUTBOX_STREAM,
-                            {
-                                "id": new_id("msg"),
-                                "type": "execution.success",
-                                "tenant": TENANT,
-                                "subject": "exec_1",
-                                "flow": "bench-noop",
-                                "body": body,
-                            },
+                        entry = OutboxEntry(
+                            id=new_id("msg"),
+                            type="execution.success",
+                            tenant=TENANT,
+                            subject="exec_1",
+                            flow="bench-noop",
+                            body=body,
                         )
+                        pipe.execute_command("XADD", OUTBOX_STREAM, "*", *entry.to_fields())
                     await pipe.execute()
             await asyncio.wait_for(asyncio.gather(*(r.done.wait() for r in receivers)), 300)
             ours = n / (time.perf_counter() - started)
@@ -362,17 +358,15 @@ async def scenario_isolation(quick: bool) -> Figures:
                 sent: dict[str, float] = {}
                 for body in _bodies(per):
                     sent[json.loads(body)["data"]["id"]] = time.time()
-                    await stack.redis.xadd(
-                        OUTBOX_STREAM,
-                        {
-                            "id": new_id("msg"),
-                            "type": "execution.success",
-                            "tenant": TENANT,
-                            "subject": "exec_1",
-                            "flow": "f",
-                            "body": body,
-                        },
+                    entry = OutboxEntry(
+                        id=new_id("msg"),
+                        type="execution.success",
+                        tenant=TENANT,
+                        subject="exec_1",
+                        flow="f",
+                        body=body,
                     )
+                    await stack.redis.execute_command("XADD", OUTBOX_STREAM, "*", *entry.to_fields())
                     await asyncio.sleep(0.002)  # a steady trickle, not one burst
                 await asyncio.wait_for(asyncio.gather(*(r.done.wait() for r in healthy)), 120)
                 lags = [at - sent[json.loads(body)["data"]["id"]] for r in healthy for at, body in r.arrivals]

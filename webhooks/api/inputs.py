@@ -1,28 +1,36 @@
-"""Reading client input safely: bounded JSON bodies and validated query parameters."""
+"""Request inputs shared by both route sets: bounded JSON bodies, query parameters, JSON answers.
+
+Every failure is a 4xx from API.md (``invalid_json``, ``payload_too_large``, ``validation_error``),
+never a 500, whatever the client sent.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import re
+from collections.abc import Collection, Iterable
+from enum import Enum
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
+from starlette.responses import Response
 
-from orchestrator.errors import InvalidJSON, PayloadTooLarge, ValidationFailed
+from webhooks.errors import InvalidJSON, PayloadTooLarge, ValidationFailed
+from webhooks.ids import is_valid
+from webhooks.ssrf import UnsafeURL, check_url
 
 M = TypeVar("M", bound=BaseModel)
+E = TypeVar("E", bound=Enum)
+MAX_PAGE = 100
+DEFAULT_PAGE = 20
 
 
-def field_errors(exc: ValidationError, *, prefix: str = "") -> list[dict[str, Any]]:
-    """One ``{field, message, type}`` per bad field, with dotted paths (``input.vendor.name``)."""
-    out = []
-    for err in exc.errors(include_url=False, include_input=False):
-        parts = [prefix] if prefix else []
-        parts += [str(p) for p in err["loc"]]
-        out.append({"field": ".".join(parts) or "body", "message": err["msg"], "type": err["type"]})
-    return out
+def render(model: BaseModel, status_code: int = 200, *, headers: dict[str, str] | None = None) -> Response:
+    """A model as camelCase JSON."""
+    body = model.model_dump_json(by_alias=True)
+    return Response(body, status_code=status_code, media_type="application/json", headers=headers)
 
 
 async def read_body(request: Request, *, max_bytes: int) -> bytes:
@@ -130,14 +138,11 @@ async def read_model(request: Request, model: type[M], *, max_bytes: int) -> M:
     """Read, decode and validate the body as `model`."""
     document = await read_json(request, max_bytes=max_bytes)
     if not isinstance(document, dict):
-        raise ValidationFailed(
-            "the body must be a JSON object",
-            details={"fields": [{"field": "body", "message": "expected an object", "type": "dict_type"}]},
-        )
+        raise ValidationFailed.field("body", "expected a JSON object", "dict_type")
     try:
         return model.model_validate(document)
     except ValidationError as exc:
-        raise ValidationFailed("the body is invalid", details={"fields": field_errors(exc)}) from None
+        raise ValidationFailed.of("the body is invalid", exc) from None
     except RecursionError:
         raise InvalidJSON("the body is nested too deeply") from None
 
@@ -145,22 +150,57 @@ async def read_model(request: Request, model: type[M], *, max_bytes: int) -> M:
 def query_int(request: Request, name: str, *, default: int, low: int, high: int) -> int:
     """An integer query parameter within [low, high] written in ASCII digits, else 422.
 
-    ``int()`` alone would also take ``+5``, `` 5``, ``1_0`` and other scripts' digits (Arabic-Indic 10).
+    ``int()`` alone would also take ``+5``, `` 5``, ``1_0`` and other scripts' digits (Arabic-Indic 10);
+    the length check comes first, as ``int()`` refuses more than 4300 digits.
     """
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
     value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 12 else low - 1
     if not low <= value <= high:
-        raise ValidationFailed(
-            f"{name} must be an integer from {low} to {high}",
-            details={"fields": [{"field": name, "message": f"must be {low}..{high}", "type": "range"}]},
-        )
+        raise ValidationFailed.field(name, f"must be an integer from {low} to {high}", "range")
     return value
 
 
-def bad_query(name: str, message: str) -> ValidationFailed:
-    """A 422 naming one bad query parameter."""
-    return ValidationFailed(
-        f"{name}: {message}", details={"fields": [{"field": name, "message": message, "type": "value_error"}]}
-    )
+def page_limit(request: Request) -> int:
+    """The ``limit`` of a list call: 1 to 100, default 20 (API.md "Lists")."""
+    return query_int(request, "limit", default=DEFAULT_PAGE, low=1, high=MAX_PAGE)
+
+
+def page_cursor(request: Request, prefix: str) -> str | None:
+    """The ``cursor`` of a list call: an id with `prefix` that a previous page returned, or None."""
+    raw = request.query_params.get("cursor") or None
+    if raw is not None and not is_valid(raw, prefix):
+        raise ValidationFailed.field("cursor", "not a cursor returned by this API")
+    return raw
+
+
+def query_choice(request: Request, name: str, choices: type[E]) -> E | None:
+    """An enum-valued query parameter (its value text), None when absent, else 422 listing the choices."""
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        return choices(raw)
+    except ValueError:
+        allowed = ", ".join(str(c.value) for c in choices)
+        raise ValidationFailed.field(name, f"must be one of {allowed}", "enum") from None
+
+
+async def check_url_field(url: str, *, field: str, allow_private: bool) -> None:
+    """Refuse (422 on `field`) a URL that is not http(s) or, unless allowed, names a private host.
+
+    The rules are ``webhooks.ssrf.check_url``'s (API.md "Delivery"); the dispatcher checks again at
+    each attempt, so a name that resolves elsewhere later is still refused.
+    """
+    try:
+        await check_url(url, allow_private=allow_private)
+    except UnsafeURL as exc:
+        raise ValidationFailed.field(field, exc.reason, "url") from None
+
+
+def check_choices(field: str, values: Iterable[str] | None, allowed: Collection[str], *, what: str) -> None:
+    """Refuse (422 on `field`) any of `values` outside `allowed`, naming each (`what`: "event types")."""
+    unknown = [v for v in values or () if v not in allowed]
+    if unknown:
+        raise ValidationFailed.field(field, f"unknown {what}: {', '.join(unknown)}", "enum")

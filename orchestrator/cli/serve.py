@@ -1,0 +1,142 @@
+"""The process commands: ``api``, ``worker``, ``dispatcher``, and ``keys create``.
+
+Each builds what its process needs from the Settings made once by the group (``cli.main``) and
+imports only that: the dispatcher never loads Starlette, the API never loads the dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+
+from orchestrator.settings import Settings
+
+
+def settings_of(ctx: click.Context) -> Settings:
+    """The Settings the group built from the environment."""
+    settings: Settings = ctx.obj
+    return settings
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="API processes")
+@click.pass_context
+def api(ctx: click.Context, host: str, port: int, workers: int) -> None:
+    """Serve the HTTP API (Starlette on uvicorn with httptools and uvloop)."""
+    import uvicorn
+
+    settings = settings_of(ctx)
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": 5,
+    }
+    if workers > 1:
+        uvicorn.run("orchestrator.api.app:app_from_env", factory=True, workers=workers, **options)
+        return
+    from orchestrator.api.app import create_app
+
+    uvicorn.run(create_app(settings), **options)
+
+
+@click.command()
+@click.option("--burst", is_flag=True, help="Exit once the queue is empty.")
+@click.pass_context
+def worker(ctx: click.Context, burst: bool) -> None:
+    """Run an arq worker that executes runs of the flows in ORCH_FLOWS."""
+    import uvloop
+
+    from orchestrator.flows import load_registry
+    from orchestrator.worker.worker import build_worker
+
+    settings = settings_of(ctx)
+    registry = load_registry(settings.flows)
+    if not registry.all():
+        click.echo("warning: no flows registered (set ORCH_FLOWS)", err=True)
+
+    async def run() -> None:
+        w = build_worker(settings, registry, burst=burst)
+        try:
+            await w.main()
+        finally:
+            await w.close()
+
+    if burst:
+        uvloop.run(run())
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    build_worker(settings, registry).run()
+
+
+@click.group()
+def keys() -> None:
+    """Manage API keys."""
+
+
+@keys.command("create")
+@click.option("--tenant", required=True, help="The tenant the key belongs to.")
+@click.pass_context
+def keys_create(ctx: click.Context, tenant: str) -> None:
+    """Create an API key for TENANT; it is stored hashed and printed once."""
+    from orchestrator.api.auth import create_key
+    from orchestrator.connections import redis_from_settings
+
+    settings = settings_of(ctx)
+
+    async def run() -> str:
+        redis = redis_from_settings(settings)
+        try:
+            return await create_key(redis, tenant)
+        finally:
+            await redis.aclose()
+
+    try:
+        key = asyncio.run(run())
+    except Exception as exc:
+        click.echo(f"error: could not store the key: {exc}", err=True)
+        sys.exit(1)
+    click.echo(key)
+
+
+@click.command()
+@click.pass_context
+def dispatcher(ctx: click.Context) -> None:
+    """Deliver webhooks: read the outbox, fan out, sign, send, retry (run any number of these)."""
+    import signal
+
+    import uvloop
+
+    from orchestrator import events
+    from orchestrator.connections import redis_from_settings
+    from webhooks import Dispatcher
+
+    settings = settings_of(ctx)
+
+    async def run() -> None:
+        redis = redis_from_settings(settings, max_connections=settings.redis_max_connections * 2)
+        worker = Dispatcher(
+            settings.dispatcher,
+            redis,
+            default_events=events.DEFAULT_EVENTS,
+            coalesced_events=events.COALESCED_EVENTS,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(worker.stop()))
+        try:
+            await worker.run()
+        finally:
+            await redis.aclose()
+
+    uvloop.run(run())
