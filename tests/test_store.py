@@ -9,6 +9,7 @@ from orchestrator.errors import InvalidTransition, RunNotFound, StaleAttempt
 from orchestrator.models import Execution, ExecutionStatus, Metrics
 from orchestrator.runs import keys
 from orchestrator.runs.jobs import job_id, job_key
+from orchestrator.runs.listing import page as list_page
 from orchestrator.runs.store import RunStore
 from orchestrator.settings import Settings
 from orchestrator.worker.reaper import lost_attempt_plan
@@ -213,13 +214,13 @@ async def test_pagination_is_newest_first_and_stable_under_inserts(store: RunSto
     cursor = None
     inserted = []
     while True:
-        page, cursor = await store.page(tenant="a", limit=10, cursor=cursor)
+        page, cursor = await list_page(store.redis, tenant="a", limit=10, cursor=cursor)
         seen += [r.id for r in page]
         inserted.append(await create(store))  # a concurrent insert lands before the cursor
         if cursor is None:
             break
     assert seen == list(reversed(ids))
-    first, _ = await store.page(tenant="a", limit=100)
+    first, _ = await list_page(store.redis, tenant="a", limit=100)
     assert [r.id for r in first][: len(inserted)] == list(reversed(inserted))
 
 
@@ -228,13 +229,13 @@ async def test_pagination_filters_by_status_and_flow(store: RunStore) -> None:
     b = await create(store, flow="noop")
     c = await create(store, flow="echo")
     await store.cancel(c, tenant="a")
-    page, _ = await store.page(tenant="a", limit=10, status=S.queued)
+    page, _ = await list_page(store.redis, tenant="a", limit=10, status=S.queued)
     assert [r.id for r in page] == [b, a]
-    page, _ = await store.page(tenant="a", limit=10, flow_id="echo")
+    page, _ = await list_page(store.redis, tenant="a", limit=10, flow_id="echo")
     assert [r.id for r in page] == [c, a]
-    page, _ = await store.page(tenant="a", limit=10, flow_id="echo", status=S.cancelled)
+    page, _ = await list_page(store.redis, tenant="a", limit=10, flow_id="echo", status=S.cancelled)
     assert [r.id for r in page] == [c]
-    page, _ = await store.page(tenant="b", limit=10)
+    page, _ = await list_page(store.redis, tenant="b", limit=10)
     assert page == []
 
 
@@ -242,6 +243,6 @@ async def test_expired_runs_leave_the_index(store: RunStore, redis: Redis) -> No
     a = await create(store)
     b = await create(store)
     await redis.delete(keys.run(a))
-    page, cursor = await store.page(tenant="a", limit=1)
+    page, cursor = await list_page(store.redis, tenant="a", limit=1)
     assert [r.id for r in page] == [b] and cursor is None
     assert await redis.zscore(keys.index("a"), a) is None

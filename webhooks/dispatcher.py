@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import socket
-import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -30,7 +29,7 @@ from webhooks.fanout import FanOut
 from webhooks.health import FAILING, Health
 from webhooks.ids import new_id
 from webhooks.metrics import MetricsBuffer
-from webhooks.models import Attempt, DeliveryStatus, Endpoint, from_ms
+from webhooks.models import Attempt, DeliveryStatus, Endpoint, from_ms, now_ms
 from webhooks.outbox import OUTBOX_STREAM, MalformedEntry, OutboxEntry
 from webhooks.retry import Decision, classify
 from webhooks.sender import Sender
@@ -39,10 +38,6 @@ from webhooks.settings import DispatcherSettings
 logger = logging.getLogger(__name__)
 
 S = DeliveryStatus
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Dispatcher:
@@ -56,7 +51,7 @@ class Dispatcher:
         default_events: Sequence[str],
         coalesced_events: Sequence[str] = (),
         consumer: str | None = None,
-        clock: Callable[[], int] = _now_ms,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self.settings = settings
         self.redis = redis

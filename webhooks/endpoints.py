@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -13,15 +12,10 @@ from redis.asyncio import Redis
 from webhooks import keys, scripts
 from webhooks.errors import EndpointNotFound
 from webhooks.ids import is_valid, new_id
-from webhooks.models import DeliveryStatus, Endpoint
+from webhooks.models import DeliveryStatus, Endpoint, now_ms
 from webhooks.signing import generate_secret
 
 ROTATION_OVERLAP_MS = 24 * 3600 * 1000
-
-
-def now_ms() -> int:
-    """Unix time in milliseconds."""
-    return int(time.time() * 1000)
 
 
 def _to_hash(values: dict[str, Any]) -> dict[str, str]:

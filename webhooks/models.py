@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -19,6 +20,16 @@ def format_timestamp(value: datetime) -> str:
 def from_ms(ms: int) -> datetime:
     """A UTC datetime from unix milliseconds."""
     return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def to_ms(at: datetime) -> int:
+    """Unix milliseconds of `at`."""
+    return int(at.timestamp() * 1000)
+
+
+def now_ms() -> int:
+    """This host's clock in unix milliseconds (labels and local timers; see DESIGN.md "One clock")."""
+    return int(time.time() * 1000)
 
 
 Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str, when_used="json")]

@@ -12,12 +12,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from orchestrator.api.services import services
+from webhooks.models import to_ms
 from webhooks.outbox import Hook
 from webhooks.report import SentMessage
-
-
-def _ms(timestamp: str) -> int:
-    return int(datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp() * 1000)
 
 
 async def run_deliveries(request: Request, run_id: str, *, tenant: str) -> Response:
@@ -32,7 +29,7 @@ async def run_deliveries(request: Request, run_id: str, *, tenant: str) -> Respo
             type=ev["type"],
             sequence=ev["sequence"],
             flow=ev["data"]["flowId"],
-            created_ms=_ms(ev["timestamp"]),
+            created_ms=to_ms(datetime.fromisoformat(ev["timestamp"])),
         )
         for ev in log
     ]

@@ -7,7 +7,6 @@ run keys; the delivery gauges (outbox, per-endpoint backlog and oldest pending a
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
@@ -23,9 +22,10 @@ from orchestrator.api.services import services
 from orchestrator.errors import Unavailable
 from orchestrator.models import ExecutionStatus, Health
 from orchestrator.runs import keys
-from orchestrator.runs.store import tenant_flows
+from orchestrator.runs.listing import tenant_flows
 from webhooks.api.apidoc import operation
 from webhooks.metrics import Counter, Histogram, delivery_gauges, read_flushed
+from webhooks.models import now_ms
 
 HELP = {
     "orch_transition_seconds": "Latency of the transition write, by target status",
@@ -107,7 +107,7 @@ async def gauges(redis: Redis, *, queue_name: str) -> list[Metric]:
         pipe.zcard(keys.LEASES)
         pipe.zcard(keys.PENDING)
         depth, running, pending = await pipe.execute()
-    delivery = await delivery_gauges(redis, now_ms=int(time.time() * 1000))
+    delivery = await delivery_gauges(redis, now_ms=now_ms())
     families: list[Metric] = [runs]
     for name, doc, value in (
         ("orch_queue_depth", "Jobs waiting in the arq queue", depth),

@@ -29,6 +29,7 @@ from orchestrator.models import (
     Page,
     RunCreate,
 )
+from orchestrator.runs.listing import page as list_page
 from orchestrator.runs.store import NewRun, RunStore
 from orchestrator.settings import Settings
 from webhooks.api.apidoc import PAGING, Param, links_to, operation
@@ -250,8 +251,8 @@ async def list_runs(request: Request) -> Response:
         # and it is part of a Redis key, where "echo:s:cancelled" would read another index.
         raise ValidationFailed.field("flowId", "not a flow id")
     cursor = page_cursor(request, "exec")
-    runs, next_cursor = await _store(request).page(
-        tenant=tenant, limit=limit, cursor=cursor, status=status, flow_id=flow_id
+    runs, next_cursor = await list_page(
+        services(request).redis, tenant=tenant, limit=limit, cursor=cursor, status=status, flow_id=flow_id
     )
     page: Page[Any] = Page(data=runs, next_cursor=next_cursor)
     return render(page)

@@ -7,13 +7,12 @@ have started long ago.
 
 from __future__ import annotations
 
-import time
-
 from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
 from orchestrator.runs import keys
+from webhooks.models import now_ms as clock_ms
 
 JOB_FUNCTION = "execute_run"
 # arq drops a job that waited this long without starting; the pending sweep enqueues it again.
@@ -42,7 +41,7 @@ def in_progress_key(jid: str) -> str:
 
 def job_payload(run_id: str, attempt: int, *, now_ms: int | None = None) -> bytes:
     """Serialize the arq job that executes `attempt` of `run_id` (written by the transition script)."""
-    now = int(time.time() * 1000) if now_ms is None else now_ms
+    now = clock_ms() if now_ms is None else now_ms
     return serialize_job(JOB_FUNCTION, (run_id, attempt), {}, None, now)
 
 
@@ -68,7 +67,7 @@ return created
 
 async def enqueue_run(redis: Redis, run_id: str, attempt: int, *, queue_name: str) -> bool:
     """Make sure `attempt` of `run_id` runs now (see ``ENQUEUE``); True if the job was created."""
-    now = int(time.time() * 1000)
+    now = clock_ms()
     jid = job_id(run_id, attempt)
     done = await redis.eval(
         ENQUEUE,

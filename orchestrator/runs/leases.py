@@ -8,12 +8,12 @@ overdue one has its job enqueued again. Transitions set and clear both (``runs.t
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 
 from redis.asyncio import Redis
 
 from orchestrator.runs import keys
+from webhooks.models import now_ms
 
 # Take the lease of a retried attempt whose run is already `running` (no status change).
 # Returns 1 when taken, 0 when the attempt is not (or no longer) the run's current, idle one.
@@ -45,11 +45,6 @@ for i = 2, #ARGV, 3 do
 end
 return lost
 """
-
-
-def now_ms() -> int:
-    """The books' default clock (unix ms)."""
-    return int(time.time() * 1000)
 
 
 class Leases:

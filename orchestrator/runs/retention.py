@@ -8,13 +8,13 @@ index; the cutoff leaves a day of margin for runs that were long queued or runni
 from __future__ import annotations
 
 import logging
-import time
 
 from redis.asyncio import Redis
 
 from orchestrator.runs import keys
-from orchestrator.runs.store import tenant_flows
+from orchestrator.runs.listing import tenant_flows
 from webhooks.ids import id_floor
+from webhooks.models import now_ms as clock_ms
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ async def trim_indexes(
     """
     if not await redis.set(LOCK, b"1", nx=True, ex=every_seconds):
         return None
-    now = int(time.time() * 1000) if now_ms is None else now_ms
+    now = clock_ms() if now_ms is None else now_ms
     cutoff = id_floor("exec", now - (retention_seconds + MARGIN_SECONDS) * 1000)
     removed = 0
     for tenant, flows in (await tenant_flows(redis)).items():

@@ -24,6 +24,7 @@ from orchestrator.runs.leases import Leases
 from orchestrator.runs.states import advance
 from orchestrator.runs.transition import COMMITTED, LEASE_RENEWED, Deadline, Plan, Transitions, log_commit
 from webhooks.ids import new_id
+from webhooks.models import to_ms
 from webhooks.outbox import Hook
 
 S = ExecutionStatus
@@ -49,10 +50,6 @@ def utcnow() -> datetime:
 def _to_ms_precision(at: datetime) -> datetime:
     # The wire carries milliseconds; keeping more in memory would make a re-read differ.
     return at.replace(microsecond=at.microsecond - at.microsecond % 1000)
-
-
-def _ms(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
 
 
 @dataclass
@@ -86,15 +83,6 @@ class NewRun:
     run_id: str | None = None
 
 
-async def tenant_flows(redis: Redis) -> dict[str, list[str]]:
-    """Every tenant that created a run, with the flows it has runs of: enough to name every index."""
-    out: dict[str, list[str]] = {}
-    for raw in await redis.smembers(keys.TENANTS):
-        tenant = raw.decode()
-        out[tenant] = sorted(f.decode() for f in await redis.smembers(keys.tenant_flows(tenant)))
-    return out
-
-
 class RunStore:
     """Reads and writes executions; nothing else writes a run's status."""
 
@@ -119,7 +107,7 @@ class RunStore:
             redis,
             lease_seconds=lease_seconds,
             requeue_after_seconds=requeue_after_seconds,
-            clock=lambda: _ms(self.clock()),
+            clock=lambda: to_ms(self.clock()),
         )
         self._save_partial = redis.register_script(SAVE_PARTIAL)
 
@@ -173,43 +161,6 @@ class RunStore:
             raise RunNotFound(f"no execution {run_id}")
         entries = await self.redis.lrange(keys.run_events(run_id), after, -1)
         return [bytes(e) for e in entries], ExecutionStatus(status.decode())
-
-    async def page(
-        self,
-        *,
-        tenant: str,
-        limit: int,
-        cursor: str | None = None,
-        status: ExecutionStatus | None = None,
-        flow_id: str | None = None,
-    ) -> tuple[list[Execution[Any]], str | None]:
-        """Return one newest-first page and the cursor of the next, reading O(limit) keys."""
-        index = keys.index(tenant, flow_id=flow_id, status=status)
-        found: list[Execution[Any]] = []
-        upper = "+" if cursor is None else f"({cursor}"
-        while len(found) <= limit:
-            want = limit + 1 - len(found)
-            ids = await self.redis.zrevrangebylex(index, upper, "-", start=0, num=want)
-            if not ids:
-                break
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for rid in ids:
-                    pipe.hmget(keys.run(rid.decode()), ("json", "status"))
-                rows = await pipe.execute()
-            gone = []
-            for rid, (body, current) in zip(ids, rows, strict=True):
-                if body is None:
-                    gone.append(rid)  # expired by retention; the index entry goes with it
-                elif status is None or current.decode() == status.value:
-                    found.append(Execution[Any].model_validate_json(body))
-            if gone:
-                await self.redis.zrem(index, *gone)
-            upper = f"({ids[-1].decode()}"
-            if len(ids) < want:
-                break
-        more = len(found) > limit
-        found = found[:limit]
-        return found, (found[-1].id if more and found else None)
 
     # ----- committing ----------------------------------------------------------------------------
 
@@ -315,7 +266,7 @@ class RunStore:
 
     def _queued_plan(self, flow_id: str, item: NewRun, *, now: datetime, steps_total: int | None) -> Plan:
         run: Execution[Any] = Execution[Any](
-            id=item.run_id or new_id("exec", now_ms=_ms(now)),
+            id=item.run_id or new_id("exec", now_ms=to_ms(now)),
             flow_id=flow_id,
             status=S.queued,
             created_at=now,

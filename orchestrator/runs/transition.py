@@ -26,6 +26,7 @@ from orchestrator.models import Execution, ExecutionStatus
 from orchestrator.runs import jobs, keys
 from orchestrator.runs.notices import Notice
 from webhooks.ids import new_id
+from webhooks.models import to_ms
 from webhooks.outbox import OUTBOX_STREAM, Hook, OutboxEntry
 
 logger = logging.getLogger(__name__)
@@ -212,10 +213,6 @@ return {COMMITTED}
 """
 
 
-def _ms(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
-
-
 class Transitions:
     """Builds and commits transitions for one Redis client."""
 
@@ -246,7 +243,7 @@ class Transitions:
         job_attempt = plan.enqueue_attempt or run.attempt
         job_id = jobs.job_id(run.id, job_attempt)
         current_job = jobs.job_id(run.id, run.attempt)
-        now_ms = _ms(now)
+        now_ms = to_ms(now)
         key_list = TransitionKeys(
             run=keys.run(run.id),
             outbox=OUTBOX_STREAM,

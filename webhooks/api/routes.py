@@ -26,7 +26,7 @@ from webhooks.api.inputs import (
     render,
 )
 from webhooks.deliveries import DeliveryStore
-from webhooks.endpoints import EndpointStore, now_ms
+from webhooks.endpoints import EndpointStore
 from webhooks.errors import DeliveryNotFound, ValidationFailed
 from webhooks.ids import is_valid
 from webhooks.models import (
@@ -41,6 +41,7 @@ from webhooks.models import (
     Page,
     RecoverBody,
     SecretOut,
+    now_ms,
 )
 from webhooks.outbox import Hook
 from webhooks.report import DeliveryReport, SentMessage, delivery_report
