@@ -7,8 +7,7 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,6 +21,7 @@ from orchestrator.dev.embedded import EmbeddedRedis, RedisNotFound, free_port
 from orchestrator.flows import Registry, load_registry
 from orchestrator.settings import Settings
 from orchestrator.worker.worker import WakingWorker, build_worker
+from tests.deadlines import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -167,22 +167,6 @@ async def running_worker(
 async def worker(settings: Settings, registry: Registry, redis: Redis) -> AsyncIterator[WakingWorker]:
     async with running_worker(settings, registry) as w:
         yield w
-
-
-async def wait_for(
-    condition: Callable[[], Any | Awaitable[Any]], *, timeout: float = 10.0, interval: float = 0.01
-) -> Any:
-    """Wait until `condition()` is truthy (sync or async) and return its value; fail at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value) or isinstance(value, Awaitable):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 def subprocess_env(settings: Settings) -> dict[str, str]:

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from orchestrator.worker.worker import WakingWorker
 from tests.conftest import EXAMPLES, KEY_A, ROOT, ServedApp
-from tests.webhooks.conftest import running_dispatcher
+from tests.webhooks.helpers import running_dispatcher
 
 SCRIPTS = sorted(p.stem for p in EXAMPLES.glob("*.py"))
 

@@ -17,7 +17,7 @@ from orchestrator.settings import Settings
 from orchestrator.worker.worker import WakingWorker
 from tests.conftest import make_settings, spawn, wait_for
 from tests.receiver import Receiver
-from tests.webhooks.conftest import running_dispatcher
+from tests.webhooks.helpers import running_dispatcher
 from webhooks import verify
 from webhooks.outbox import OUTBOX_STREAM
 

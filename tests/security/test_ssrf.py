@@ -39,7 +39,7 @@ from orchestrator.flows import Registry
 from tests.conftest import ServedApp, make_settings, serve, tenant_client, wait_for
 from tests.receiver import Receiver
 from tests.security.redis_state import changes, snapshot
-from tests.webhooks.conftest import FAST, running_dispatcher
+from tests.webhooks.helpers import FAST, running_dispatcher
 from webhooks.ssrf import (
     MAX_URL_LENGTH,
     BlockedAddress,

@@ -32,7 +32,7 @@ from orchestrator.settings import Settings
 from tests.conftest import KEY_A, KEY_B, ServedApp, running_worker, wait_for
 from tests.receiver import Receiver
 from tests.security.redis_state import changes, snapshot
-from tests.webhooks.conftest import running_dispatcher
+from tests.webhooks.helpers import running_dispatcher
 from webhooks import WebhookVerificationError, verify
 from webhooks.ids import new_id
 

@@ -91,7 +91,7 @@ async def test_runs_commands(api_server, worker, redis: Redis, client) -> None:
 
 async def test_webhooks_commands_and_the_deliveries_report(api_server, worker, redis: Redis, client) -> None:
     from tests.receiver import Receiver
-    from tests.webhooks.conftest import running_dispatcher
+    from tests.webhooks.helpers import running_dispatcher
 
     receiver = await Receiver().start()
     try:
@@ -144,7 +144,7 @@ async def test_webhooks_listen_prints_and_forwards(api_server, worker, redis: Re
     import os
 
     from tests.receiver import Receiver
-    from tests.webhooks.conftest import running_dispatcher
+    from tests.webhooks.helpers import running_dispatcher
 
     app = await Receiver(default=201).start()
     env = {**os.environ, "ORCH_BASE_URL": api_server.url, "ORCH_API_KEY": KEY_A}

@@ -14,7 +14,7 @@ from orchestrator.runs import keys
 from orchestrator.runs.retention import trim_indexes
 from orchestrator.worker.worker import WakingWorker
 from tests.conftest import KEY_A, ServedApp, make_settings, wait_for
-from tests.test_store import make_store
+from tests.runs.test_store import make_store
 
 
 def waiters(api_server: ServedApp) -> int:
@@ -402,7 +402,7 @@ async def test_a_resubscribe_makes_waiters_re_read(redis: Redis, settings) -> No
     # through a terminal transition published while nobody listened, until its own timeout.
     from orchestrator.api.waiters import Waiters
     from orchestrator.api.waiting import wait_terminal
-    from tests.test_store import make_store
+    from tests.runs.test_store import make_store
 
     store = make_store(redis, settings)
     waiters = Waiters(redis)  # not listening: we play the subscription by hand

@@ -13,7 +13,7 @@ from orchestrator.runs.store import RunStore
 from orchestrator.settings import Settings
 from orchestrator.worker.worker import WakingWorker
 from tests.conftest import make_settings, running_worker, spawn, wait_for
-from tests.test_store import make_store, outbox
+from tests.runs.test_store import make_store, outbox
 
 S = ExecutionStatus
 

@@ -1,0 +1,113 @@
+"""The delivery store: fenced records, listing trims, message retention, notes, writes racing a delete."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+
+from tests.deadlines import wait_for
+from tests.receiver import Receiver
+from tests.webhooks.helpers import deliveries_of, endpoint, publish, running_dispatcher
+from webhooks import keys
+from webhooks.deliveries import DeliveryStore, Message
+from webhooks.endpoints import EndpointStore
+from webhooks.ids import id_floor, new_id
+from webhooks.models import Attempt, DeliveryStatus, from_ms
+
+
+async def test_a_fenced_record_writes_once_and_only_while_the_claim_is_ours(redis: Redis) -> None:
+    # Regression: a record retried after a Redis error that came after the write had gone
+    # through counted the attempt twice (and could write over another dispatcher's newer claim).
+    store = deliveries_of(redis)
+    ep_id, _ = await endpoint(redis, "https://example.com/hook")
+    now = int(time.time() * 1000)
+    message = Message(
+        id=new_id("msg"), type="execution.success", tenant="a", subject="exec_1", body="{}", created_ms=now
+    )
+    await store.save_messages([message])
+    await store.schedule([(message.id, ep_id, now, "a", "")], due_ms=now)
+    [dlv] = await store.take(ep_id, now_ms=now, n=1, claim_until_ms=now + 30_000)
+    attempt = Attempt(at=from_ms(now), duration_ms=5, status_code=503)
+    row = keys.delivery(dlv.id)
+    for _ in range(2):  # the second is the retry of a write that had in fact gone through
+        await store.record(dlv, attempt, status=DeliveryStatus.pending, next_ms=now + 1000, fenced=True)
+    assert await redis.hget(row, "attempts") == b"1"
+    assert await redis.llen(keys.delivery_log(dlv.id)) == 1
+    # due again, taken by another dispatcher: a late write of ours changes nothing
+    [theirs] = await store.take(ep_id, now_ms=now + 1000, n=1, claim_until_ms=now + 60_000)
+    await store.record(dlv, attempt, status=DeliveryStatus.failed, next_ms=None, fenced=True)
+    assert await redis.hget(row, "status") == b"pending" and await redis.hget(row, "attempts") == b"1"
+    await store.record(theirs, attempt, status=DeliveryStatus.succeeded, next_ms=None, fenced=True)
+    assert await redis.hget(row, "status") == b"succeeded"
+
+
+async def test_listings_are_trimmed_past_the_retention_window(redis: Redis) -> None:
+    ep_id, _ = await endpoint(redis, "https://example.com/hook")
+    now = int(time.time() * 1000)
+    old, new = id_floor("msg", now - 10_000), new_id("msg")
+    for status in (None, DeliveryStatus.failed):
+        await redis.zadd(keys.listing(ep_id, status), {old: 0, new: 0})
+    removed = await deliveries_of(redis).trim_listings(older_than_ms=now - 5_000)
+    assert removed == 2
+    for status in (None, DeliveryStatus.failed):
+        assert await redis.zrange(keys.listing(ep_id, status), 0, -1) == [new.encode()]
+
+
+async def test_a_failed_delivery_keeps_its_message_body_as_long_as_itself(redis: Redis) -> None:
+    # Regression: the body expired (14 days from creation) before the failed row (14 days from failure).
+    store = DeliveryStore(redis, failed_ttl_ms=60_000, delivered_ttl_ms=60_000)
+    ep_id, _ = await endpoint(redis, "http://127.0.0.1:9/x")
+    from webhooks.deliveries import Message
+
+    msg = Message(new_id("msg"), "execution.success", "a", "exec_1", "{}", 1)
+    await store.save_messages([msg])
+    await redis.pexpire(keys.message(msg.id), 1000)
+    await store.schedule([(msg.id, ep_id, 1, "a", "")], due_ms=0)
+    [dlv] = await store.take(ep_id, now_ms=10, n=1, claim_until_ms=20)
+    from webhooks.models import Attempt
+
+    await store.record(
+        dlv,
+        Attempt(at=datetime.now(UTC), duration_ms=1, status_code=500),
+        status=DeliveryStatus.failed,
+        next_ms=None,
+    )
+    assert await redis.pttl(keys.message(msg.id)) > 50_000
+
+
+async def test_a_note_for_an_unsendable_delivery_is_not_an_attempt(redis: Redis, receiver: Receiver) -> None:
+    ep_id, _ = await endpoint(redis, receiver.url)
+    store = deliveries_of(redis)
+    msg_id = await publish(redis)
+    from webhooks.deliveries import Message
+
+    await store.save_messages([Message(msg_id, "execution.success", "a", "exec_1", "{}", 1)])
+    await store.schedule([(msg_id, ep_id, 1, "a", "")], due_ms=0)
+    await EndpointStore(redis).update(ep_id, tenant="a", changes={"enabled": False})
+    async with running_dispatcher(redis):
+
+        async def failed() -> bool:
+            page, _ = await store.page(ep_id, status=DeliveryStatus.failed, limit=1, cursor=None)
+            return bool(page)
+
+        await wait_for(failed)
+    [view], _ = await store.page(ep_id, status=None, limit=1, cursor=None)
+    assert view.attempts[0].error == "endpoint disabled (by hand)" and view.attempts[0].status_code is None
+    assert await redis.hget(keys.delivery(keys.delivery_id(msg_id, ep_id)), "attempts") == b"0"
+    assert receiver.requests == []
+
+
+async def test_writes_racing_a_delete_do_not_resurrect_the_endpoint(redis: Redis) -> None:
+    # Regression: a failure recorded after a delete recreated a partial hash that made GET answer 500.
+    store = EndpointStore(redis)
+    ep_id, _ = await endpoint(redis, "http://127.0.0.1:9/x")
+    await store.delete(ep_id, tenant="a")
+    assert await store.mark_failure(ep_id, 1) is None
+    await store.disable(ep_id, reason="failing", probe_at_ms=1)
+    await store.mark_success(ep_id)
+    assert await redis.exists(keys.endpoint(ep_id)) == 0
+    assert await redis.zscore(keys.PROBES, ep_id) is None
+    created = await deliveries_of(redis).schedule([(new_id("msg"), ep_id, 1, "a", "")], due_ms=1)
+    assert created == 0 and await redis.zcard(keys.due(ep_id)) == 0
