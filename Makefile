@@ -34,8 +34,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Two sessions, each failing the target (exit 5, nothing collected, too): tests/webhooks with the
+# orchestrator package made unimportable (tests/standalone.py), then everything else.
 pytest: redis
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -p tests.standalone tests/webhooks
+	$(BIN)/python -m pytest --ignore=tests/webhooks
 
 test: lint typecheck pytest
 

@@ -9,19 +9,22 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
 import uvicorn
 from redis.asyncio import Redis
 
-from orchestrator.api.app import create_app
-from orchestrator.dev.embedded import EmbeddedRedis, RedisNotFound, free_port
-from orchestrator.flows import Registry, load_registry
-from orchestrator.settings import Settings
-from orchestrator.worker.worker import WakingWorker, build_worker
 from tests.deadlines import wait_for
+from tests.redis_server import RedisNotFound, RedisServer, free_port
+
+# No module-level import of `orchestrator` here: this conftest is loaded for tests/webhooks too,
+# which runs with the package blocked (tests/standalone.py); fixtures import it when they run.
+if TYPE_CHECKING:
+    from orchestrator.flows import Registry
+    from orchestrator.settings import Settings
+    from orchestrator.worker.worker import WakingWorker
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -33,8 +36,8 @@ T = TypeVar("T")
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis()
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
     try:
         server.start()
     except RedisNotFound as exc:
@@ -44,11 +47,13 @@ def redis_server() -> Iterator[EmbeddedRedis]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(redis_server: EmbeddedRedis) -> str:
+def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
 def make_settings(redis_url: str, **overrides: Any) -> Settings:
+    from orchestrator.settings import Settings
+
     values: dict[str, Any] = {
         "redis_url": redis_url,
         "api_keys": (("tenant-a", KEY_A), ("tenant-b", KEY_B)),
@@ -72,6 +77,8 @@ def settings(redis_url: str) -> Settings:
 
 @pytest.fixture(scope="session")
 def registry(settings: Settings) -> Registry:
+    from orchestrator.flows import load_registry
+
     return load_registry(settings.flows)
 
 
@@ -93,6 +100,8 @@ class ServedApp:
 @contextlib.asynccontextmanager
 async def serve(settings: Settings, registry: Registry) -> AsyncIterator[ServedApp]:
     """Serve create_app(settings) with uvicorn on a free loopback port in this event loop."""
+    from orchestrator.api.app import create_app
+
     port = free_port()
     app = create_app(settings, registry)
     config = uvicorn.Config(
@@ -141,6 +150,8 @@ async def running_worker(
     settings: Settings, registry: Registry, **overrides: Any
 ) -> AsyncIterator[WakingWorker]:
     """An in-process worker running until the block ends."""
+    from orchestrator.worker.worker import build_worker
+
     worker = build_worker(settings, registry, handle_signals=False, **overrides)
     task = asyncio.get_running_loop().create_task(worker.main())
     # Cancelling arq while it still creates its pool would abandon an unclosed Redis client.

@@ -1,13 +1,33 @@
+"""The receiver helper: verifies, drops duplicates and stale states, types the data (memory and Redis)."""
+
 import json
 import time
+from typing import Generic, TypeVar
 
 import pytest
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
 from redis.asyncio import Redis
 
-from orchestrator.models import Execution
-from tests.flows import Text
 from webhooks import MemoryStore, Receiver, RedisStore, WebhookVerificationError, generate_secret
 from webhooks.signing import headers_for
+
+T = TypeVar("T")
+
+
+class Text(BaseModel):
+    text: str
+
+
+class Run(BaseModel, Generic[T]):
+    """A receiver's own model of the delivered run (camelCase on the wire), generic in its output."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+    id: str
+    flow_id: str
+    status: str
+    sequence: int
+    output: T | None = None
 
 
 def delivery(secret: str, msg_id: str, *, run: str = "exec_1", sequence: int = 1, status: str = "running"):
@@ -34,7 +54,7 @@ async def test_accepts_then_drops_duplicates_and_stale_states(store) -> None:
     receiver = Receiver(secret, store=store)
     first = await receiver.receive(*delivery(secret, "msg_a", sequence=3, status="success"))
     assert first.accepted and first.event.type == "execution.success"
-    typed = first.data_as(Execution[Text])
+    typed = first.data_as(Run[Text])
     assert isinstance(typed.output, Text) and typed.output.text == "hi"
     again = await receiver.receive(*delivery(secret, "msg_a", sequence=3, status="success"))
     assert (again.accepted, again.reason) == (False, "duplicate")
