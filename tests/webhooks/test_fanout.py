@@ -1,4 +1,4 @@
-"""Fan-out: which endpoints get a message (filters, tenants, run hooks), and progress coalescing."""
+"""Fan-out: which endpoints get a message (filters, tenants, run hooks), coalescing, malformed entries."""
 
 from __future__ import annotations
 
@@ -103,3 +103,21 @@ async def test_an_endpoint_created_after_an_event_does_not_get_it(redis: Redis, 
     async with running_dispatcher(redis):  # it reads both entries only now, after the endpoint exists
         await wait_for(lambda: newer in receiver.ids())
     assert old not in receiver.ids()
+
+
+async def test_a_malformed_entry_is_acknowledged_and_skipped(
+    redis: Redis, dispatcher: Dispatcher, receiver: Receiver
+) -> None:
+    await endpoint(redis, receiver.url)
+    # no subject, no body: what a broken producer might append
+    await redis.xadd(OUTBOX_STREAM, {"id": new_id("msg"), "type": "execution.success", "tenant": "a"})
+    good = await publish(redis)
+    await wait_for(lambda: receiver.ids() == [good])
+
+    async def all_acknowledged() -> bool:
+        pending = await redis.xpending(OUTBOX_STREAM, "dispatchers")
+        [group] = await redis.xinfo_groups(OUTBOX_STREAM)
+        return pending["pending"] == 0 and group["entries-read"] == 2
+
+    await wait_for(all_acknowledged)
+    assert receiver.ids() == [good]
