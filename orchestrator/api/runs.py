@@ -98,13 +98,14 @@ async def _webhook_json(body: RunCreate, settings: Settings) -> str | None:
 
 
 def _validate_input(flow: Flow, value: Any, prefix: str) -> str:
+    """The input validated by the flow's input type, as the JSON text the worker will read."""
     try:
-        data = flow.input_model.model_validate(value)
+        data = flow.input_adapter.validate_python(value)
     except ValidationError as exc:
         raise ValidationFailed.of(
-            f"input does not match flow {flow.id}'s input model", exc, prefix=prefix
+            f"input does not match flow {flow.id}'s input type", exc, prefix=prefix
         ) from None
-    return data.model_dump_json(by_alias=True)
+    return flow.input_adapter.dump_json(data, by_alias=True).decode()
 
 
 async def _claim_ids(request: Request, *, tenant: str, route: str, body: BaseModel, count: int) -> Claim:
@@ -165,6 +166,7 @@ async def create_run(request: Request) -> Response:
         webhook_json=webhook_json,
         run_id=got.run_ids[0],
     )
+    await got.complete(services(request).redis)
     headers = {"Idempotent-Replayed": "true"} if got.replayed else {}
     if wait is not None:
         headers["Preference-Applied"] = f"wait={wait:g}"
@@ -214,6 +216,7 @@ async def create_batch(request: Request) -> Response:
     created = await _store(request).create_many(
         tenant=tenant, flow_id=flow.id, items=items, steps_total=flow.steps
     )
+    await got.complete(services(request).redis)
     page: Page[Any] = Page(data=[run for run, _ in created], next_cursor=None)
     headers = {"Idempotent-Replayed": "true"} if got.replayed else {}
     return render(page, 202, headers=headers)
