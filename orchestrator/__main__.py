@@ -2,4 +2,6 @@
 
 from orchestrator.cli.main import main
 
-main()
+# Guarded: process-isolation children are started with forkserver, which imports __main__.
+if __name__ == "__main__":
+    main()

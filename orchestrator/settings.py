@@ -46,6 +46,13 @@ class Settings(BaseSettings):
     # Worker tuning, chosen by measurement (see README "Performance").
     worker_max_jobs: int = Field(default=1000, gt=0)
     worker_poll_delay: float = Field(default=0.5, gt=0)
+    # A stopping worker's running attempts get this long to finish before they are handed back
+    # (inside Kubernetes' default 30 s terminationGracePeriodSeconds).
+    worker_shutdown_grace_seconds: float = Field(default=25.0, ge=0)
+    # Child processes for isolation='process' flows (0: one per CPU).
+    worker_processes: int = Field(default=0, ge=0)
+    # The event loop blocked this long is logged as a stall, naming the async flows on it.
+    worker_stall_seconds: float = Field(default=1.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     lease_seconds: float = Field(default=10.0, gt=0)
     heartbeat_seconds: float = Field(default=1.0, gt=0)

@@ -65,6 +65,8 @@ def make_settings(redis_url: str, **overrides: Any) -> Settings:
         "requeue_after_seconds": 1.0,
         "worker_poll_delay": 0.5,
         "sse_heartbeat_seconds": 0.5,
+        # in-process workers stop like a deploy, without the production grace period
+        "worker_shutdown_grace_seconds": 1.0,
     }
     values.update(overrides)
     return Settings(**values)

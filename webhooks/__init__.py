@@ -18,6 +18,7 @@ from webhooks.outbox import OUTBOX_STREAM, Hook, OutboxEntry
 from webhooks.signing import Event, WebhookVerificationError, generate_secret, headers_for, sign, verify
 
 if TYPE_CHECKING:
+    from webhooks.clock import RedisClock
     from webhooks.dispatcher import Dispatcher
     from webhooks.endpoints import EndpointStore
     from webhooks.receiver import MemoryStore, Received, Receiver, RedisStore
@@ -32,6 +33,7 @@ __all__ = [
     "OutboxEntry",
     "Received",
     "Receiver",
+    "RedisClock",
     "RedisStore",
     "WebhookVerificationError",
     "generate_secret",
@@ -40,6 +42,7 @@ __all__ = [
     "verify",
 ]
 _LAZY = {
+    "RedisClock": "clock",
     "Dispatcher": "dispatcher",
     "EndpointStore": "endpoints",
     "Receiver": "receiver",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,6 +31,7 @@ from orchestrator.flows import Registry, load_registry
 from orchestrator.models import ErrorBody, ErrorDetail
 from orchestrator.runs.store import RunStore
 from orchestrator.settings import Settings
+from webhooks import RedisClock
 from webhooks.api.apidoc import build_spec, render_html
 from webhooks.api.routes import WebhookAPI
 from webhooks.errors import HTTPError
@@ -121,6 +125,11 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         redis = redis_from_settings(settings)
         webhook_api.open(redis)
         waiters = Waiters(redis)
+        clock = RedisClock()
+        stop = asyncio.Event()
+        with contextlib.suppress(RedisError, OSError):  # Redis down at start: labels use the host clock
+            await clock.sync(redis)
+        syncing = asyncio.get_running_loop().create_task(clock.run(redis, stop))
         app.state.services = Services(
             settings=settings,
             registry=flows,
@@ -131,6 +140,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
                 retention_seconds=settings.run_retention_seconds,
                 lease_seconds=settings.lease_seconds,
                 requeue_after_seconds=settings.requeue_after_seconds,
+                clock=clock.now,
             ),
             keyring=KeyRing(settings.api_keys, redis),
             waiters=waiters,
@@ -140,6 +150,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         try:
             yield
         finally:
+            stop.set()
+            await syncing
             await waiters.stop()
             await redis.aclose()
 

@@ -17,6 +17,11 @@ from webhooks.models import now_ms as clock_ms
 JOB_FUNCTION = "execute_run"
 # arq drops a job that waited this long without starting; the pending sweep enqueues it again.
 JOB_EXPIRY_MS = 24 * 3600 * 1000
+# arq takes a job once its score is at most the worker's own clock (arq.worker._poll_iteration): a
+# job scored with Redis's time would stay invisible to a worker whose clock runs behind. Scores are
+# Redis's time minus a day, so any worker less than a day behind sees every job at once, and the
+# queue stays in creation order.
+JOB_SCORE_OFFSET_MS = 24 * 3600 * 1000
 
 
 def job_id(run_id: str, attempt: int) -> str:
@@ -52,7 +57,9 @@ def job_payload(run_id: str, attempt: int, *, now_ms: int | None = None) -> byte
 # start transition is a compare-and-set. Returns 1 if the job was created.
 ENQUEUE = """
 local job, job_result, queue, in_progress = unpack(KEYS)
-local payload, jid, score, expiry_ms, wake_channel = unpack(ARGV)
+local payload, jid, score_offset_ms, expiry_ms, wake_channel = unpack(ARGV)
+local clock = redis.call('TIME')
+local score = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) - tonumber(score_offset_ms)
 redis.call('DEL', in_progress)
 local created = 0
 if redis.call('EXISTS', job, job_result) == 0 then
@@ -78,7 +85,7 @@ async def enqueue_run(redis: Redis, run_id: str, attempt: int, *, queue_name: st
         in_progress_key(jid),
         job_payload(run_id, attempt, now_ms=now),
         jid,
-        now,
+        JOB_SCORE_OFFSET_MS,
         JOB_EXPIRY_MS,
         keys.WAKE_CHANNEL,
     )

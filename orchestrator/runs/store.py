@@ -8,7 +8,6 @@ re-reads and re-plans, so racing writers (a cancel against a success) end with e
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,14 +20,14 @@ from orchestrator.errors import RunNotFound, StaleAttempt, Unavailable
 from orchestrator.models import Execution, ExecutionError, ExecutionStatus, Metrics
 from orchestrator.runs import keys
 from orchestrator.runs.leases import Leases
+from orchestrator.runs.plans import next_attempt_plan, queued_plan, terminal_plan
 from orchestrator.runs.states import advance
 from orchestrator.runs.transition import COMMITTED, LEASE_RENEWED, Deadline, Plan, Transitions, log_commit
-from webhooks.ids import new_id
-from webhooks.models import to_ms
 from webhooks.outbox import Hook
 
 S = ExecutionStatus
-_FIELDS = ("json", "tenant", "input", "partial", "webhook")
+# The run hash's fields a Stored is read from (see parse_stored).
+STORED_FIELDS = ("json", "tenant", "input", "partial", "webhook", "handbacks")
 _CHUNK = 200  # creates per pipelined round trip
 
 # Save a flow's partial output while its attempt is current. Returns 1 when saved.
@@ -61,6 +60,8 @@ class Stored:
     input_json: str | None = None
     partial_json: str | None = None
     webhook_json: str | None = None
+    # Attempts handed back by a stopping worker (a deploy): they do not count as lost.
+    handbacks: int = 0
 
     @property
     def partial(self) -> Any:
@@ -71,6 +72,21 @@ class Stored:
     def hook(self) -> Hook | None:
         """The run's own webhook given at creation, if any."""
         return Hook.from_json(self.webhook_json) if self.webhook_json else None
+
+
+def parse_stored(raw: Sequence[bytes | None]) -> Stored | None:
+    """A Stored from the values of STORED_FIELDS (HMGET), or None when the run does not exist."""
+    if raw[0] is None or raw[1] is None:
+        return None
+    text = [v.decode() if v is not None else None for v in raw]
+    return Stored(
+        run=Execution[Any].model_validate_json(raw[0]),
+        tenant=text[1] or "",
+        input_json=text[2],
+        partial_json=text[3],
+        webhook_json=text[4],
+        handbacks=int(text[5] or 0),
+    )
 
 
 @dataclass
@@ -103,12 +119,7 @@ class RunStore:
         self.requeue_ms = int(requeue_after_seconds * 1000)
         self._clock = clock
         self.transitions = Transitions(redis, queue_name=queue_name, retention_ms=self.retention_ms)
-        self.leases = Leases(
-            redis,
-            lease_seconds=lease_seconds,
-            requeue_after_seconds=requeue_after_seconds,
-            clock=lambda: to_ms(self.clock()),
-        )
+        self.leases = Leases(redis, lease_seconds=lease_seconds, requeue_after_seconds=requeue_after_seconds)
         self._save_partial = redis.register_script(SAVE_PARTIAL)
 
     def clock(self) -> datetime:
@@ -119,17 +130,7 @@ class RunStore:
 
     async def load(self, run_id: str) -> Stored | None:
         """Read one execution with its hidden fields, or None."""
-        raw = await self.redis.hmget(keys.run(run_id), _FIELDS)
-        if raw[0] is None or raw[1] is None:
-            return None
-        text = [v.decode() if v is not None else None for v in raw]
-        return Stored(
-            run=Execution[Any].model_validate_json(raw[0]),
-            tenant=text[1] or "",
-            input_json=text[2],
-            partial_json=text[3],
-            webhook_json=text[4],
-        )
+        return parse_stored(await self.redis.hmget(keys.run(run_id), STORED_FIELDS))
 
     async def get(self, run_id: str, *, tenant: str) -> Execution[Any]:
         """Return the tenant's execution; a missing or foreign id raises RunNotFound."""
@@ -243,7 +244,19 @@ class RunStore:
         for start in range(0, len(items), _CHUNK):
             chunk = items[start : start + _CHUNK]
             now = self.clock()
-            plans = [self._queued_plan(flow_id, item, now=now, steps_total=steps_total) for item in chunk]
+            plans = [
+                queued_plan(
+                    flow_id,
+                    run_id=item.run_id,
+                    input_json=item.input_json,
+                    metadata=item.metadata,
+                    webhook_json=item.webhook_json,
+                    now=now,
+                    steps_total=steps_total,
+                    requeue_ms=self.requeue_ms,
+                )
+                for item in chunk
+            ]
             async with self.redis.pipeline(transaction=False) as pipe:
                 for plan in plans:
                     await self.transitions.commit(
@@ -263,27 +276,6 @@ class RunStore:
                 else:
                     out.append((await self.get(plan.run.id, tenant=tenant), False))
         return out
-
-    def _queued_plan(self, flow_id: str, item: NewRun, *, now: datetime, steps_total: int | None) -> Plan:
-        run: Execution[Any] = Execution[Any](
-            id=item.run_id or new_id("exec", now_ms=to_ms(now)),
-            flow_id=flow_id,
-            status=S.queued,
-            created_at=now,
-            trace_id=secrets.token_hex(16),
-            metadata=item.metadata,
-            metrics=Metrics(steps_total=steps_total),
-            attempt=1,
-            sequence=1,
-        )
-        return Plan(
-            run=run,
-            event_type=events.status_event(S.queued),
-            pending=Deadline.after(self.requeue_ms),
-            enqueue_attempt=1,
-            input_json=item.input_json,
-            hook=Hook.from_json(item.webhook_json) if item.webhook_json else None,
-        )
 
     async def start(self, run_id: str, attempt: int) -> Stored:
         """Make `attempt` the executing one: queued -> running, or take a retried attempt's lease.
@@ -377,17 +369,22 @@ class RunStore:
             await self.leases.drop_lease(run_id)
             return None
 
+    async def hand_back(self, run_id: str, attempt: int) -> Execution[Any] | None:
+        """Give a running attempt back to the queue now, as the next attempt (a stopping worker).
+
+        The new attempt is enqueued at once (not after the lease lapses) and the handed-back one does
+        not count toward ``ORCH_MAX_ATTEMPTS``. Raises StaleAttempt if `attempt` is no longer current.
+        """
+
+        def plan(stored: Stored) -> Plan:
+            if stored.run.attempt != attempt or stored.run.status is not S.running:
+                raise StaleAttempt(run_id)
+            return next_attempt_plan(
+                stored.run, now=self.clock(), requeue_ms=self.requeue_ms, handbacks=stored.handbacks + 1
+            )
+
+        return await self._update(run_id, plan)
+
     async def save_partial(self, run_id: str, attempt: int, partial_json: str) -> bool:
         """Keep a running attempt's partial output, for a cancel or failure to report."""
         return bool(await self._save_partial(keys=[keys.run(run_id)], args=[attempt, partial_json]))
-
-
-def terminal_plan(run: Execution[Any]) -> Plan:
-    """The plan of a transition into a terminal status: no lease, no pending start, retention starts."""
-    return Plan(
-        run=run,
-        event_type=events.status_event(run.status),
-        lease=Deadline.CLEAR,
-        pending=Deadline.CLEAR,
-        retention=True,
-    )

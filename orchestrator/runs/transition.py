@@ -77,6 +77,8 @@ class Plan:
     # Written only when the run is created.
     input_json: str | None = None
     hook: Hook | None = None
+    # A stopping worker handed the attempt back: the run's new count of such attempts.
+    handbacks: int | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ class TransitionArgs:
     pending_change: str  # Deadline.arg()
     job_payload: bytes  # b'' = no job to write
     job_id: str
-    now_ms: int
+    job_score_offset_ms: int
     job_expiry_ms: int
     retention_ms: str  # '' = not terminal
     notices_channel: str
@@ -129,6 +131,7 @@ class TransitionArgs:
     input: str  # '' = none (creation only)
     current_job_id: str
     notice: str
+    handbacks: str  # '' = unchanged, else the run's count of attempts handed back by a stopping worker
 
 
 KEY_NAMES = tuple(f.name for f in fields(TransitionKeys))
@@ -152,7 +155,9 @@ if expected_sequence == '' then
 elseif cur ~= expected_sequence then
   return {MOVED}
 end
-local now = tonumber(now_ms)
+-- One clock (DESIGN.md): deadlines are Redis's time, never the writer's host clock.
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 if require_lease_expired == '1' then
   local held = redis.call('ZSCORE', leases, id)
   if held and tonumber(held) > now then return {LEASE_RENEWED} end
@@ -163,6 +168,7 @@ redis.call('HSET', run, 'json', execution, 'status', status, 'sequence', sequenc
   'attempt', attempt, 'tenant', tenant, 'flow', flow)
 if webhook ~= '' then redis.call('HSET', run, 'webhook', webhook) end
 if input ~= '' then redis.call('HSET', run, 'input', input) end
+if handbacks ~= '' then redis.call('HSET', run, 'handbacks', handbacks) end
 if not old then
   redis.call('ZADD', index_all, 0, id)
   redis.call('ZADD', index_flow, 0, id)
@@ -195,7 +201,7 @@ local woke = false
 if job_payload ~= '' then
   if redis.call('EXISTS', job, job_result) == 0 then
     redis.call('SET', job, job_payload, 'PX', job_expiry_ms)
-    redis.call('ZADD', queue, now, job_id)
+    redis.call('ZADD', queue, now - tonumber(job_score_offset_ms), job_id)
     woke = true
   end
 end
@@ -213,6 +219,92 @@ return {COMMITTED}
 """
 
 
+def inputs(
+    plan: Plan,
+    *,
+    queue_name: str,
+    retention_ms: int,
+    tenant: str,
+    now: datetime,
+    prev_sequence: int | None,
+    prev_status: ExecutionStatus | None,
+    hook: Hook | None,
+) -> tuple[list[str], list[str | bytes | int]]:
+    """KEYS and ARGV committing `plan` over the state (`prev_*`) it was computed from (no I/O)."""
+    run = plan.run
+    message_id = new_id("msg")
+    data = run.model_dump_json(by_alias=True)
+    log_entry, body = events.render(
+        data, sequence=run.sequence, message_id=message_id, event_type=plan.event_type, at=now
+    )
+    old_status = prev_status if prev_status is not None else run.status
+    job_attempt = plan.enqueue_attempt or run.attempt
+    job_id = jobs.job_id(run.id, job_attempt)
+    current_job = jobs.job_id(run.id, run.attempt)
+    now_ms = to_ms(now)
+    key_list = TransitionKeys(
+        run=keys.run(run.id),
+        outbox=OUTBOX_STREAM,
+        events=keys.run_events(run.id),
+        index_all=keys.index(tenant),
+        index_flow=keys.index(tenant, flow_id=run.flow_id),
+        index_old_status=keys.index(tenant, status=old_status),
+        index_new_status=keys.index(tenant, status=run.status),
+        index_flow_old_status=keys.index(tenant, flow_id=run.flow_id, status=old_status),
+        index_flow_new_status=keys.index(tenant, flow_id=run.flow_id, status=run.status),
+        leases=keys.LEASES,
+        pending=keys.PENDING,
+        job=jobs.job_key(job_id),
+        job_result=jobs.result_key(job_id),
+        queue=queue_name,
+        current_job=jobs.job_key(current_job),
+        tenants=keys.TENANTS,
+        tenant_flows=keys.tenant_flows(tenant),
+    )
+    notice = Notice(run.id, run.status, run.sequence, run.attempt)
+    args = TransitionArgs(
+        expected_sequence="" if prev_sequence is None else str(prev_sequence),
+        sequence=run.sequence,
+        status=run.status.value,
+        attempt=run.attempt,
+        execution=data,
+        log_entry=log_entry,
+        run_id=run.id,
+        tenant=tenant,
+        flow=run.flow_id,
+        lease_change=plan.lease.arg(),
+        pending_change=plan.pending.arg(),
+        job_payload=b""
+        if plan.enqueue_attempt is None
+        else jobs.job_payload(run.id, plan.enqueue_attempt, now_ms=now_ms),
+        job_id=job_id,
+        job_score_offset_ms=jobs.JOB_SCORE_OFFSET_MS,
+        job_expiry_ms=jobs.JOB_EXPIRY_MS,
+        retention_ms=str(retention_ms) if plan.retention else "",
+        notices_channel=keys.TRANSITIONS_CHANNEL,
+        wake_channel=keys.WAKE_CHANNEL,
+        require_lease_expired="1" if plan.require_lease_expired else "",
+        webhook=plan.hook.to_json() if plan.hook is not None else "",
+        input=plan.input_json or "",
+        current_job_id=current_job,
+        notice=notice.format(),
+        handbacks="" if plan.handbacks is None else str(plan.handbacks),
+    )
+    entry = OutboxEntry(
+        id=message_id,
+        type=plan.event_type,
+        tenant=tenant,
+        subject=run.id,
+        flow=run.flow_id,
+        body=body,
+        hook=hook,
+    )
+    return (
+        [getattr(key_list, n) for n in KEY_NAMES],
+        [*(getattr(args, n) for n in ARG_NAMES), *entry.to_fields()],
+    )
+
+
 class Transitions:
     """Builds and commits transitions for one Redis client."""
 
@@ -221,89 +313,6 @@ class Transitions:
         self.queue_name = queue_name
         self.retention_ms = retention_ms
         self._script = redis.register_script(TRANSITION)
-
-    def inputs(
-        self,
-        plan: Plan,
-        *,
-        tenant: str,
-        now: datetime,
-        prev_sequence: int | None,
-        prev_status: ExecutionStatus | None,
-        hook: Hook | None,
-    ) -> tuple[list[str], list[str | bytes | int]]:
-        """KEYS and ARGV committing `plan` over the state (`prev_*`) it was computed from."""
-        run = plan.run
-        message_id = new_id("msg")
-        data = run.model_dump_json(by_alias=True)
-        log_entry, body = events.render(
-            data, sequence=run.sequence, message_id=message_id, event_type=plan.event_type, at=now
-        )
-        old_status = prev_status if prev_status is not None else run.status
-        job_attempt = plan.enqueue_attempt or run.attempt
-        job_id = jobs.job_id(run.id, job_attempt)
-        current_job = jobs.job_id(run.id, run.attempt)
-        now_ms = to_ms(now)
-        key_list = TransitionKeys(
-            run=keys.run(run.id),
-            outbox=OUTBOX_STREAM,
-            events=keys.run_events(run.id),
-            index_all=keys.index(tenant),
-            index_flow=keys.index(tenant, flow_id=run.flow_id),
-            index_old_status=keys.index(tenant, status=old_status),
-            index_new_status=keys.index(tenant, status=run.status),
-            index_flow_old_status=keys.index(tenant, flow_id=run.flow_id, status=old_status),
-            index_flow_new_status=keys.index(tenant, flow_id=run.flow_id, status=run.status),
-            leases=keys.LEASES,
-            pending=keys.PENDING,
-            job=jobs.job_key(job_id),
-            job_result=jobs.result_key(job_id),
-            queue=self.queue_name,
-            current_job=jobs.job_key(current_job),
-            tenants=keys.TENANTS,
-            tenant_flows=keys.tenant_flows(tenant),
-        )
-        notice = Notice(run.id, run.status, run.sequence, run.attempt)
-        args = TransitionArgs(
-            expected_sequence="" if prev_sequence is None else str(prev_sequence),
-            sequence=run.sequence,
-            status=run.status.value,
-            attempt=run.attempt,
-            execution=data,
-            log_entry=log_entry,
-            run_id=run.id,
-            tenant=tenant,
-            flow=run.flow_id,
-            lease_change=plan.lease.arg(),
-            pending_change=plan.pending.arg(),
-            job_payload=b""
-            if plan.enqueue_attempt is None
-            else jobs.job_payload(run.id, plan.enqueue_attempt, now_ms=now_ms),
-            job_id=job_id,
-            now_ms=now_ms,
-            job_expiry_ms=jobs.JOB_EXPIRY_MS,
-            retention_ms=str(self.retention_ms) if plan.retention else "",
-            notices_channel=keys.TRANSITIONS_CHANNEL,
-            wake_channel=keys.WAKE_CHANNEL,
-            require_lease_expired="1" if plan.require_lease_expired else "",
-            webhook=plan.hook.to_json() if plan.hook is not None else "",
-            input=plan.input_json or "",
-            current_job_id=current_job,
-            notice=notice.format(),
-        )
-        entry = OutboxEntry(
-            id=message_id,
-            type=plan.event_type,
-            tenant=tenant,
-            subject=run.id,
-            flow=run.flow_id,
-            body=body,
-            hook=hook,
-        )
-        return (
-            [getattr(key_list, n) for n in KEY_NAMES],
-            [*(getattr(args, n) for n in ARG_NAMES), *entry.to_fields()],
-        )
 
     async def commit(
         self,
@@ -320,8 +329,15 @@ class Transitions:
 
         With `pipe` the call is only queued (the caller executes the pipeline and reads the result).
         """
-        key_list, args = self.inputs(
-            plan, tenant=tenant, now=now, prev_sequence=prev_sequence, prev_status=prev_status, hook=hook
+        key_list, args = inputs(
+            plan,
+            queue_name=self.queue_name,
+            retention_ms=self.retention_ms,
+            tenant=tenant,
+            now=now,
+            prev_sequence=prev_sequence,
+            prev_status=prev_status,
+            hook=hook,
         )
         if pipe is not None:
             await self._script(keys=key_list, args=args, client=pipe)

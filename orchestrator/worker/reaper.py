@@ -14,12 +14,12 @@ from datetime import datetime
 
 from redis.asyncio import Redis
 
-from orchestrator import events
 from orchestrator.models import ExecutionError, ExecutionStatus
 from orchestrator.runs.jobs import enqueue_run
+from orchestrator.runs.plans import next_attempt_plan, terminal_plan
 from orchestrator.runs.states import advance
-from orchestrator.runs.store import RunStore, Stored, terminal_plan
-from orchestrator.runs.transition import Deadline, Plan
+from orchestrator.runs.store import RunStore, Stored
+from orchestrator.runs.transition import Plan
 from webhooks.metrics import MetricsBuffer
 
 logger = logging.getLogger(__name__)
@@ -37,26 +37,21 @@ class SweepResult:
 
 
 def lost_attempt_plan(stored: Stored, *, now: datetime, max_attempts: int, requeue_ms: int) -> Plan | None:
-    """The transition for a run whose current attempt lost its worker; None if it is not running."""
+    """The transition for a run whose current attempt lost its worker; None if it is not running.
+
+    Attempts a stopping worker handed back do not count toward `max_attempts`.
+    """
     run = stored.run
     if run.status is not S.running:
         return None
-    if run.attempt >= max_attempts:
+    if run.attempt - stored.handbacks >= max_attempts:
         error = ExecutionError(
             code="worker_lost",
             message=f"the worker running attempt {run.attempt} stopped responding",
             details={"attempts": run.attempt},
         )
         return terminal_plan(advance(run, S.failed, now=now, output=stored.partial, error=error))
-    metrics = run.metrics.model_copy(update={"steps_run": 0})  # stepsRun never passes stepsTotal
-    retried = advance(run, S.running, now=now, attempt=run.attempt + 1, metrics=metrics)
-    return Plan(
-        run=retried,
-        event_type=events.status_event(S.running),
-        lease=Deadline.CLEAR,
-        pending=Deadline.after(requeue_ms),
-        enqueue_attempt=run.attempt + 1,
-    )
+    return next_attempt_plan(run, now=now, requeue_ms=requeue_ms)
 
 
 async def sweep(

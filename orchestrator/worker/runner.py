@@ -1,7 +1,9 @@
-"""Runner: executes one attempt of a run inside a worker and keeps its lease alive.
+"""Runner: executes one attempt of a run inside a worker, from its start transition to its end.
 
-The flow runs in a task of its own so that a cancel, a lost lease or the flow's timeout can
-interrupt it without touching the arq job that hosts it.
+The flow call runs in its isolation (``worker.isolation``, ``worker.processes``), which ends it at
+its deadline or when it is stopped from outside: the run was cancelled or taken over (a published
+notice), this worker lost the lease (the liveness thread says so), or the worker is stopping and
+hands the attempt back. Whatever the call hands back is checked before it reaches Redis.
 """
 
 from __future__ import annotations
@@ -9,48 +11,52 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.context import RunContext, to_jsonable
-from orchestrator.errors import FlowError, InvalidTransition, StaleAttempt
-from orchestrator.flows import Flow, Registry
+from orchestrator.context import RunContext
+from orchestrator.errors import InvalidTransition, StaleAttempt
+from orchestrator.flows import Isolation, Registry
 from orchestrator.models import ExecutionError, ExecutionStatus
 from orchestrator.runs.notices import Notice
-from orchestrator.runs.store import RunStore
+from orchestrator.runs.store import RunStore, Stored
+from orchestrator.worker.channels import LoopChannel, Reporter, ThreadChannel
+from orchestrator.worker.isolation import Call, Executor, Stop, Stopped
+from orchestrator.worker.liveness import Held, Liveness
+from orchestrator.worker.outcomes import Outcome, invalid_output
 from webhooks.errors import field_errors
 from webhooks.metrics import MetricsBuffer
 
 logger = logging.getLogger(__name__)
 
 S = ExecutionStatus
-
-
-class _FlowTimedOut(Exception):
-    """The flow ran past its own timeout."""
+HANDBACK = "handback"
 
 
 @dataclass
 class _Active:
     attempt: int
-    task: asyncio.Task[Any] | None = None
-    stop_reason: str | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def stop(self, reason: str) -> None:
-        if self.stop_reason is None and self.task is not None and not self.task.done():
-            self.stop_reason = reason
-            self.task.cancel()
+    stop: Stop
 
 
 class Runner:
     """Runs attempts for one worker process; tracks them so they can be stopped from outside."""
 
-    def __init__(self, store: RunStore, registry: Registry, metrics: MetricsBuffer | None = None) -> None:
+    def __init__(
+        self,
+        store: RunStore,
+        registry: Registry,
+        *,
+        executors: dict[Isolation, Executor],
+        liveness: Liveness | None = None,
+        metrics: MetricsBuffer | None = None,
+    ) -> None:
         self.store = store
         self.registry = registry
+        self.executors = executors
+        self.liveness = liveness
         self.metrics = metrics
         self.active: dict[str, _Active] = {}
 
@@ -67,115 +73,103 @@ class Runner:
             self.metrics.observe("orch_transition_seconds", time.perf_counter() - began, {"to": "running"})
             waited = (stored.run.started_at or run.created_at) - run.created_at
             self.metrics.observe("orch_queue_wait_seconds", waited.total_seconds(), {"flow": run.flow_id})
+        loop = asyncio.get_running_loop()
+        reporter = Reporter(self.store, run_id=run_id, attempt=attempt, known=stored)
         flow = self.registry.get(run.flow_id)
+        channel = ThreadChannel(reporter, loop) if flow is not None and flow.isolation == "thread" else None
         ctx = RunContext(
-            store=self.store,
             run_id=run_id,
             flow_id=run.flow_id,
             attempt=attempt,
             trace_id=run.trace_id,
             metadata=run.metadata,
             metrics=run.metrics,
-            known=stored,
+            channel=channel or LoopChannel(reporter),
         )
         if flow is None:
-            error = ExecutionError(
-                code="flow_not_found", message=f"no worker serves flow {run.flow_id!r}", details={}
-            )
-            return await self._finish(ctx, S.failed, error=error)
+            error = ExecutionError(code="flow_not_found", message=f"no worker serves flow {run.flow_id!r}")
+            return await self._finish(ctx, reporter, Outcome(S.failed, error=error))
         try:
-            data = flow.input_model.model_validate_json(stored.input_json or "null")
+            data = flow.input_adapter.validate_json(stored.input_json or "null")
         except ValidationError as exc:
             error = ExecutionError(
                 code="invalid_input",
-                message="the stored input no longer matches the flow's input model",
+                message="the stored input no longer matches the flow's input type",
                 details={"fields": field_errors(exc, prefix="input")},
             )
-            return await self._finish(ctx, S.failed, error=error)
-
-        active = _Active(attempt)
+            return await self._finish(ctx, reporter, Outcome(S.failed, error=error))
+        active = _Active(attempt, Stop())
         self.active[run_id] = active
-        active.task = asyncio.get_running_loop().create_task(self._call(flow, ctx, data))
+        if self.liveness is not None:
+            self.liveness.hold(Held(run_id, attempt, flow, deadline=time.monotonic() + flow.timeout))
+        call = Call(
+            flow=flow,
+            run_id=run_id,
+            attempt=attempt,
+            ctx=ctx,
+            data=data,
+            input_json=stored.input_json or "null",
+            reporter=reporter,
+            stop=active.stop,
+            deadline=loop.time() + flow.timeout,
+        )
         try:
-            result = await active.task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if active.stop_reason is not None and current is not None and current.cancelling() == 0:
-                logger.info("run %s attempt %d stopped: %s", run_id, attempt, active.stop_reason)
-                return active.stop_reason
-            raise
-        except FlowError as exc:
-            error = ExecutionError(code=exc.code, message=exc.message, details=to_jsonable(exc.details))
-            return await self._finish(ctx, S.failed, error=error, output=ctx.partial)
-        except _FlowTimedOut:
-            error = ExecutionError(
-                code="timeout",
-                message=f"the flow ran longer than its timeout of {flow.timeout:g} s",
-                details={"timeout": flow.timeout},
-            )
-            return await self._finish(ctx, S.failed, error=error, output=ctx.partial)
-        except Exception as exc:
-            logger.exception("run %s flow %s raised", run_id, run.flow_id)
-            error = ExecutionError(
-                code="flow_error",
-                message=str(exc) or type(exc).__name__,
-                details={"type": type(exc).__name__},
-            )
-            return await self._finish(ctx, S.failed, error=error, output=ctx.partial)
+            ended = await self.executors[flow.isolation].run(call)
         finally:
             # Only our own entry: a newer attempt of the same run may have registered meanwhile
             # (this one was lost and is still unwinding), and it must stay tracked.
             if self.active.get(run_id) is active:
                 del self.active[run_id]
-        try:
-            output = to_jsonable(flow.output_model.model_validate(result))
-        except ValidationError as exc:
-            error = ExecutionError(
-                code="invalid_output",
-                message="the flow returned output that does not match its output model",
-                details={"fields": field_errors(exc, prefix="output")},
-            )
-            return await self._finish(ctx, S.failed, error=error, output=ctx.partial)
-        return await self._finish(ctx, S.success, output=output)
+            if self.liveness is not None:
+                self.liveness.release(run_id, attempt)
+        if isinstance(ended, Stopped):
+            return await self._stopped(stored, ended.reason)
+        outcome = ended
+        if ctx.invalid is not None:
+            outcome = invalid_output(ctx.invalid)
+        return await self._finish(ctx, reporter, outcome)
 
-    @staticmethod
-    async def _call(flow: Flow, ctx: RunContext, data: Any) -> Any:
+    async def _stopped(self, stored: Stored, reason: str) -> str:
+        run = stored.run
+        if reason != HANDBACK:
+            logger.info("run %s attempt %d stopped: %s", run.id, run.attempt, reason)
+            return reason
         try:
-            async with asyncio.timeout(flow.timeout) as scope:
-                return await flow.fn(ctx, data)
-        except TimeoutError:
-            if scope.expired():
-                raise _FlowTimedOut from None
-            raise
+            handed = await self.store.hand_back(run.id, run.attempt)
+        except (StaleAttempt, InvalidTransition) as exc:
+            logger.info("run %s attempt %d could not be handed back: %s", run.id, run.attempt, exc)
+            return "superseded"
+        if handed is not None:
+            logger.info("run %s handed back as attempt %d (the worker is stopping)", run.id, handed.attempt)
+        return HANDBACK
 
-    async def _finish(
-        self,
-        ctx: RunContext,
-        status: ExecutionStatus,
-        *,
-        output: Any = None,
-        error: ExecutionError | None = None,
-    ) -> str:
-        await ctx.flush()
+    async def _finish(self, ctx: RunContext, reporter: Reporter, outcome: Outcome) -> str:
+        await reporter.flush()
         began = time.perf_counter()
+        output: Any = outcome.output if outcome.status is S.success else ctx.partial
         try:
             await self.store.finish(
                 ctx.run_id,
                 ctx.attempt,
-                status,
+                outcome.status,
                 output=output,
-                error=error,
+                error=outcome.error,
                 metrics=ctx.metrics,
-                known=ctx.known,
+                known=reporter.known,
             )
         except (StaleAttempt, InvalidTransition) as exc:
             # Someone else ended or took over the run first (a cancel, a reaper): theirs stands.
-            logger.info("run %s attempt %d could not end %s: %s", ctx.run_id, ctx.attempt, status.value, exc)
+            logger.info(
+                "run %s attempt %d could not end %s: %s", ctx.run_id, ctx.attempt, outcome.status.value, exc
+            )
             return "superseded"
         if self.metrics is not None:
-            self.metrics.observe("orch_transition_seconds", time.perf_counter() - began, {"to": status.value})
-            self.metrics.inc("orch_runs_finished_total", {"flow": ctx.flow_id, "status": status.value})
-        return status.value
+            labels = {"flow": ctx.flow_id, "status": outcome.status.value}
+            self.metrics.observe(
+                "orch_transition_seconds", time.perf_counter() - began, {"to": outcome.status.value}
+            )
+            self.metrics.inc("orch_runs_finished_total", labels)
+        return outcome.status.value
 
     def on_notice(self, notice: Notice) -> None:
         """React to a published transition: stop our attempt if the run ended or moved on."""
@@ -187,10 +181,15 @@ class Runner:
         elif notice.attempt != active.attempt:
             active.stop("superseded")
 
-    async def heartbeat(self) -> None:
-        """Renew our leases and stop the attempts that are no longer ours."""
-        held = [(rid, a.attempt) for rid, a in self.active.items()]
-        for rid in await self.store.leases.heartbeat(held):
-            active = self.active.get(rid)
+    def on_lost(self, run_ids: list[str]) -> None:
+        """The heartbeat found these attempts no longer ours: stop them."""
+        for run_id in run_ids:
+            active = self.active.get(run_id)
             if active is not None:
                 active.stop("lost")
+
+    def hand_back_all(self) -> int:
+        """Stop every running attempt and hand it back (the worker is stopping); return how many."""
+        for active in self.active.values():
+            active.stop(HANDBACK)
+        return len(self.active)

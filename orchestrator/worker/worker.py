@@ -1,11 +1,13 @@
-"""The arq worker: the job function, a worker that wakes on enqueue, and its background loops."""
+"""The arq worker: the job function, a worker that wakes on enqueue and drains on stop, its loops."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
+from signal import Signals
 from typing import Any
 
 from arq.connections import ArqRedis, create_pool
@@ -13,15 +15,19 @@ from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
 from orchestrator.connections import arq_settings
-from orchestrator.flows import Registry
+from orchestrator.flows import Isolation, Registry
 from orchestrator.runs import keys
 from orchestrator.runs.jobs import JOB_FUNCTION
 from orchestrator.runs.notices import Notice, Subscription
 from orchestrator.runs.retention import trim_indexes
 from orchestrator.runs.store import RunStore
 from orchestrator.settings import Settings
+from orchestrator.worker.isolation import AbandonCount, AsyncExecutor, Executor, ThreadExecutor
+from orchestrator.worker.liveness import Liveness
+from orchestrator.worker.processes import ProcessExecutor
 from orchestrator.worker.reaper import sweep
 from orchestrator.worker.runner import Runner
+from webhooks import RedisClock
 from webhooks.metrics import MetricsBuffer
 
 logger = logging.getLogger(__name__)
@@ -37,29 +43,57 @@ async def execute_run(ctx: dict[str, Any], run_id: str, attempt: int) -> str:
 
 
 class WakingWorker(Worker):
-    """An arq worker whose poll sleep is cut short by a wake-up (an enqueue, a freed slot).
+    """An arq worker that wakes on enqueue and stops like a deploy wants.
 
     arq polls its queue every ``poll_delay``; a run would wait half of that on average before it
     starts. Here the sleep ends as soon as an enqueue is published, and the poll stays as the
     fallback for a missed wake-up.
+
+    Stopping (SIGTERM, or :meth:`request_stop`): take no new runs; let the running attempts finish
+    within ``shutdown_grace`` seconds; hand back any still running at the deadline (re-queued at once,
+    not counted as lost). A second SIGTERM or SIGINT hands them back at once.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, shutdown_grace: float = 25.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.wake = asyncio.Event()
+        self.shutdown_grace = shutdown_grace
         self._stop_requested = False
+        self._hurry = asyncio.Event()
+        self._signals = 0
 
     def request_stop(self) -> None:
-        """Leave the main loop after the current poll (nothing is cut off half-way); jobs go on."""
+        """Take no new runs, drain the running ones (see the class docstring), then leave main()."""
         self._stop_requested = True
+        self.allow_pick_jobs = False
         self.wake.set()
+
+    def hurry(self) -> None:
+        """Hand every running attempt back now instead of waiting for the grace period."""
+        self._hurry.set()
+        self.request_stop()
+
+    def handle_sig(self, signum: Signals) -> None:
+        """SIGTERM/SIGINT: the first drains, the second hands everything back at once."""
+        self._signals += 1
+        if self._signals == 1:
+            logger.info(
+                "%s: taking no new runs; %d running get %gs to finish, then are handed back",
+                Signals(signum).name,
+                sum(not t.done() for t in self.tasks.values()),
+                self.shutdown_grace,
+            )
+            self.request_stop()
+        else:
+            logger.info("%s again: handing back every running attempt now", Signals(signum).name)
+            self.hurry()
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
         self.wake.set()  # a slot is free: look at the queue again now
 
     async def main(self) -> None:
-        """arq's main loop with an interruptible poll sleep."""
+        """arq's main loop with an interruptible poll sleep, then the drain."""
         if self._pool is None:
             self._pool = await create_pool(
                 self.redis_settings,
@@ -93,6 +127,24 @@ class WakingWorker(Worker):
                     return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.poll_delay_s)
+        await self._drain()
+
+    async def _drain(self) -> None:
+        running = [t for t in self.tasks.values() if not t.done()]
+        if not running:
+            return
+        everything: asyncio.Future[Any] = asyncio.gather(*running, return_exceptions=True)
+        hurry: asyncio.Future[Any] = asyncio.get_running_loop().create_task(self._hurry.wait())
+        await asyncio.wait(
+            {everything, hurry}, timeout=self.shutdown_grace, return_when=asyncio.FIRST_COMPLETED
+        )
+        hurry.cancel()
+        if everything.done():
+            return
+        runner: Runner | None = self.ctx.get("runner")
+        handed = runner.hand_back_all() if runner is not None else 0
+        logger.info("handing back %d running attempts", handed)
+        await asyncio.wait({everything}, timeout=10.0)
 
 
 async def _every(
@@ -108,12 +160,21 @@ async def _every(
             await asyncio.wait_for(stop.wait(), seconds)
 
 
+def _async(action: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        action()
+
+    return run
+
+
 def build_worker(
     settings: Settings, registry: Registry, *, burst: bool = False, **overrides: Any
 ) -> WakingWorker:
     """Build a worker serving `registry` with the tuning in `settings`."""
     tasks: list[asyncio.Task[None]] = []
+    closers: list[Callable[[], Awaitable[None]]] = []
     stop = asyncio.Event()
+    clock = RedisClock()
     worker: WakingWorker
 
     async def startup(ctx: dict[str, Any]) -> None:
@@ -124,9 +185,40 @@ def build_worker(
             retention_seconds=settings.run_retention_seconds,
             lease_seconds=settings.lease_seconds,
             requeue_after_seconds=settings.requeue_after_seconds,
+            clock=clock.now,
         )
         metrics = MetricsBuffer(pool)
-        runner = Runner(store, registry, metrics)
+        await clock.sync(pool)
+        abandoned = AbandonCount(metrics)
+        executors: dict[Isolation, Executor] = {
+            "async": AsyncExecutor(abandoned),
+            "thread": ThreadExecutor(abandoned),
+        }
+        if any(f.isolation == "process" for f in registry.all()):
+            # Started now (each child imports the flows once), so a run pays only its messages.
+            pool_executor = ProcessExecutor(
+                modules=list(settings.flows),
+                size=settings.worker_processes or os.cpu_count() or 1,
+                log_level=settings.log_level,
+                log_format=settings.log_format,
+            )
+            pool_executor.start()
+            executors["process"] = pool_executor
+            closers.append(pool_executor.close)
+        runner = Runner(store, registry, executors=executors, metrics=metrics)
+        liveness = Liveness(
+            redis_url=settings.redis_url,
+            lease_ms=store.lease_ms,
+            heartbeat_seconds=settings.heartbeat_seconds,
+            queue_name=settings.queue_name,
+            retention_ms=store.retention_ms,
+            clock=store.clock,
+            on_lost=runner.on_lost,
+            stall_seconds=settings.worker_stall_seconds,
+        )
+        runner.liveness = liveness
+        liveness.start()
+        closers.append(_async(liveness.stop))
         ctx["runner"] = runner
         ctx["store"] = store
         loop = asyncio.get_running_loop()
@@ -147,9 +239,7 @@ def build_worker(
             name="worker subscription",
         )
         tasks.append(loop.create_task(subscription.run()))
-        tasks.append(
-            loop.create_task(_every(settings.heartbeat_seconds, "heartbeat", runner.heartbeat, stop))
-        )
+        tasks.append(loop.create_task(clock.run(pool, stop)))
 
         async def sweep_once() -> None:
             await sweep(
@@ -175,6 +265,9 @@ def build_worker(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         tasks.clear()
+        for close in closers:
+            await close()
+        closers.clear()
 
     options: dict[str, Any] = {
         "functions": [
@@ -191,6 +284,7 @@ def build_worker(
         "burst": burst,
         "handle_signals": not burst,
         "log_results": False,
+        "shutdown_grace": settings.worker_shutdown_grace_seconds,
     }
     options.update(overrides)
     worker = WakingWorker(**options)
