@@ -10,10 +10,11 @@ import pytest
 from redis.asyncio import Redis
 
 from orchestrator.api.waiting import prefer_wait
+from orchestrator.flows import Registry
 from orchestrator.runs import keys
 from orchestrator.runs.retention import trim_indexes
 from orchestrator.worker.worker import WakingWorker
-from tests.conftest import KEY_A, ServedApp, make_settings, wait_for
+from tests.conftest import KEY_A, ServedApp, make_settings, running_worker, serve, tenant_client, wait_for
 from tests.runs.test_store import make_store
 
 
@@ -358,14 +359,59 @@ async def test_idempotent_batch_replays_and_completes_a_half_done_batch(
     body = {"items": [{"input": {"text": str(i)}} for i in range(5)]}
     headers = {"Idempotency-Key": "batch-1"}
     first = (await client.post("/v1/flows/echo/runs/batch", json=body, headers=headers)).json()["data"]
-    # As if the first request had died after creating only some: remove two of its runs.
+    # As if the first request had died after creating only some: remove two of its runs, and the
+    # mark that says it created everything it claimed.
     for run in first[3:]:
         await redis.delete(keys.run(run["id"]))
+    claim_key = keys.idempotency("tenant-a", "batch-1")
+    claim = json.loads(await redis.get(claim_key))
+    assert claim.pop("done") is True
+    await redis.set(claim_key, json.dumps(claim), keepttl=True)
     again = await client.post("/v1/flows/echo/runs/batch", json=body, headers=headers)
     assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
     assert [r["id"] for r in again.json()["data"]] == [r["id"] for r in first]
     for run in first:
         assert (await client.get(f"/v1/runs/{run['id']}")).status_code == 200
+
+
+@pytest.mark.parametrize("route", ["runs", "runs/batch"])
+async def test_a_key_whose_executions_expired_is_a_new_request_not_a_replay(
+    redis_url: str, redis: Redis, registry: Registry, route: str
+) -> None:
+    # Issue 13, case 5: retention shorter than the key's lifetime used to answer a "replay" that
+    # was queued again and ran the flow a second time.
+    settings = make_settings(redis_url, run_retention_seconds=1)
+    body = {"input": {"text": "a"}} if route == "runs" else {"items": [{"input": {"text": "a"}}]}
+    headers = {"Idempotency-Key": f"K1-{route}"}
+    async with (
+        serve(settings, registry) as served,
+        tenant_client(served.url) as http,
+        running_worker(settings, registry),
+    ):
+        first = await http.post(f"/v1/flows/echo/{route}", json=body, headers=headers)
+        first_id = (first.json() if route == "runs" else first.json()["data"][0])["id"]
+        await wait_for(lambda: _terminal(http, first_id), timeout=10)
+        # still within retention: a replay, the same execution
+        again = await http.post(f"/v1/flows/echo/{route}", json=body, headers=headers)
+        assert again.headers.get("idempotent-replayed") == "true"
+
+        async def expired() -> bool:
+            return (await http.get(f"/v1/runs/{first_id}")).status_code == 404
+
+        await wait_for(expired, timeout=10)
+        later = await http.post(f"/v1/flows/echo/{route}", json=body, headers=headers)
+        assert later.status_code == 202 and "idempotent-replayed" not in later.headers
+        later_id = (later.json() if route == "runs" else later.json()["data"][0])["id"]
+        assert later_id != first_id
+        await wait_for(lambda: _terminal(http, later_id), timeout=10)
+        # and from now on the key replays the new execution
+        last = await http.post(f"/v1/flows/echo/{route}", json=body, headers=headers)
+        assert last.headers.get("idempotent-replayed") == "true"
+        assert (last.json() if route == "runs" else last.json()["data"][0])["id"] == later_id
+
+
+async def _terminal(http: httpx.AsyncClient, run_id: str) -> bool:
+    return (await http.get(f"/v1/runs/{run_id}")).json().get("status") == "success"
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "has space", "é"])
