@@ -30,3 +30,21 @@ async def sleep(ctx: RunContext, data: Sleep) -> Empty:
 
     await asyncio.sleep(data.seconds)
     return Empty()
+
+
+@flow("bench-noop-thread", input=Empty, output=Empty, description="Does nothing, in a thread (benchmarks).")
+def noop_thread(ctx: RunContext, data: Empty) -> Empty:
+    """Return at once (isolation='thread')."""
+    return data
+
+
+@flow(
+    "bench-noop-process",
+    input=Empty,
+    output=Empty,
+    isolation="process",
+    description="Does nothing, in a child process (benchmarks).",
+)
+def noop_process(ctx: RunContext, data: Empty) -> Empty:
+    """Return at once (isolation='process')."""
+    return data

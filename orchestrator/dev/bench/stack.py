@@ -126,3 +126,22 @@ class Stack:
             await self.redis.aclose()
         await asyncio.to_thread(self.children.stop)
         self.redis_server.stop()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process `pid` and its live descendants, from /proc (Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
