@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -53,6 +54,9 @@ class Delivery:
     message: Message | None = None
     # The due-queue score our take set: while it is still there, the claim is ours.
     claimed_until: int | None = None
+    # Redis's time at the take (ms), and this process's monotonic clock then (s).
+    taken_ms: int = 0
+    taken_mono: float = 0.0
 
     @property
     def attempt_number(self) -> int:
@@ -96,6 +100,8 @@ class DeliveryStore:
         self._requeue = redis.register_script(scripts.REQUEUE)
         self._postpone = redis.register_script(scripts.POSTPONE)
         self._release = redis.register_script(scripts.RELEASE)
+        self._due = redis.register_script(scripts.DUE)
+        self._next = redis.register_script(scripts.NEXT)
 
     async def save_messages(self, messages: Sequence[Message]) -> None:
         """Keep message bodies for as long as a failed delivery of them may be retried."""
@@ -119,11 +125,12 @@ class DeliveryStore:
         self,
         entries: Sequence[tuple[str, str, int, str, str]],
         *,
-        due_ms: int,
+        delay_ms: int = 0,
         status: DeliveryStatus = S.pending,
         note: str = "",
     ) -> int:
-        """Create deliveries (message id, endpoint id, created ms, tenant, url); existing ones stay."""
+        """Create deliveries (message id, endpoint id, created ms, tenant, url), due `delay_ms` from
+        Redis's now; existing ones stay. Returns how many were created."""
         if not entries:
             return 0
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -143,7 +150,7 @@ class DeliveryStore:
                         msg_id,
                         ep_id,
                         created_ms,
-                        due_ms,
+                        delay_ms,
                         tenant,
                         url,
                         status.value,
@@ -155,23 +162,28 @@ class DeliveryStore:
             results = await pipe.execute()
         return sum(int(r) for r in results)
 
-    async def due_endpoints(self, now_ms: int, *, limit: int = 1000) -> list[str]:
-        """Endpoints with at least one delivery due now, most overdue first."""
-        ids = await self.redis.zrangebyscore(keys.DUE_ENDPOINTS, "-inf", now_ms, start=0, num=limit)
-        return [i.decode() for i in ids]
+    async def due_endpoints(self, *, limit: int = 1000) -> list[str]:
+        """Endpoints with at least one delivery due now (Redis's clock), most overdue first."""
+        found = await self._due(keys=[keys.DUE_ENDPOINTS], args=[limit])
+        return [i.decode() for i in found[1:]]
 
-    async def next_due_ms(self) -> int | None:
-        """When the earliest delivery of any endpoint is due."""
-        first = await self.redis.zrange(keys.DUE_ENDPOINTS, 0, 0, withscores=True)
-        return int(first[0][1]) if first else None
+    async def next_due_in_ms(self) -> int | None:
+        """How long until the earliest delivery of any endpoint is due (0 if overdue), or None."""
+        now, first = await self._next(keys=[keys.DUE_ENDPOINTS])
+        return None if int(first) < 0 else max(0, int(first) - int(now))
 
-    async def take(self, endpoint_id: str, *, now_ms: int, n: int, claim_until_ms: int) -> list[Delivery]:
-        """Claim up to `n` due deliveries of one endpoint (hidden from other dispatchers until claimed)."""
-        ids = await self._take(
-            keys=[keys.due(endpoint_id), keys.DUE_ENDPOINTS], args=[now_ms, n, claim_until_ms, endpoint_id]
+    async def take(self, endpoint_id: str, *, n: int, claim_ms: int) -> tuple[list[Delivery], int]:
+        """Claim up to `n` due deliveries of one endpoint for `claim_ms` (hidden from other dispatchers).
+
+        Returns them with Redis's now (ms), by which their signing secrets are chosen.
+        """
+        reply = await self._take(
+            keys=[keys.due(endpoint_id), keys.DUE_ENDPOINTS], args=[n, claim_ms, endpoint_id]
         )
+        taken_mono = time.monotonic()
+        now_ms, claim_until_ms, ids = int(reply[0]), int(reply[1]), reply[2:]
         if not ids:
-            return []
+            return [], now_ms
         async with self.redis.pipeline(transaction=False) as pipe:
             for i in ids:
                 pipe.hgetall(keys.delivery(i.decode()))
@@ -197,9 +209,11 @@ class DeliveryStore:
                     url=d.get("url", ""),
                     message=_message(d["msg"], raw_message),
                     claimed_until=claim_until_ms,
+                    taken_ms=now_ms,
+                    taken_mono=taken_mono,
                 )
             )
-        return out
+        return out, now_ms
 
     def _row_keys(self, dlv: Delivery) -> list[str]:
         ep = dlv.endpoint_id
@@ -220,11 +234,11 @@ class DeliveryStore:
         attempt: Attempt,
         *,
         status: DeliveryStatus,
-        next_ms: int | None,
+        delay_ms: int | None,
         sent: bool = True,
         fenced: bool = False,
     ) -> bool:
-        """Log `attempt` and move the delivery to `status` (pending: due again at `next_ms`).
+        """Log `attempt` and move the delivery to `status` (pending: due again `delay_ms` from now).
 
         `sent=False` logs a note without counting an attempt (nothing went on the wire).
         `fenced=True` writes only while our claim still holds (its score is still in the due queue):
@@ -239,7 +253,7 @@ class DeliveryStore:
                 dlv.message_id,
                 attempt.model_dump_json(by_alias=True),
                 status.value,
-                "" if next_ms is None else next_ms,
+                "" if delay_ms is None else delay_ms,
                 ttl,
                 dlv.endpoint_id,
                 MAX_LOG,
@@ -249,16 +263,17 @@ class DeliveryStore:
         )
         return bool(done)
 
-    async def postpone(self, dlv: Delivery, *, until_ms: int) -> None:
-        """Park a pending delivery until `until_ms` without an attempt."""
+    async def postpone(self, dlv: Delivery, *, min_ms: int) -> None:
+        """Park a pending delivery until its endpoint's next probe (at least `min_ms`), no attempt spent."""
         await self._postpone(
-            keys=[keys.due(dlv.endpoint_id), keys.DUE_ENDPOINTS], args=[dlv.id, until_ms, dlv.endpoint_id]
+            keys=[keys.due(dlv.endpoint_id), keys.DUE_ENDPOINTS, keys.PROBES],
+            args=[dlv.id, min_ms, dlv.endpoint_id],
         )
 
-    async def release(self, endpoint_id: str, *, now_ms: int) -> int:
+    async def release(self, endpoint_id: str) -> int:
         """Make every parked delivery of the endpoint due now; return how many."""
         return int(
-            await self._release(keys=[keys.due(endpoint_id), keys.DUE_ENDPOINTS], args=[now_ms, endpoint_id])
+            await self._release(keys=[keys.due(endpoint_id), keys.DUE_ENDPOINTS], args=["", endpoint_id])
         )
 
     async def drop(self, dlv: Delivery) -> None:
@@ -268,28 +283,31 @@ class DeliveryStore:
             tx.zrem(keys.due(dlv.endpoint_id), dlv.id)
             await tx.execute()
 
-    async def requeue(self, message_id: str, endpoint_id: str, *, now_ms: int) -> bool:
+    async def requeue(self, message_id: str, endpoint_id: str) -> bool:
         """Send a delivery again now (same message, same webhook-id), with a fresh retry schedule."""
         dlv = Delivery(
             keys.delivery_id(message_id, endpoint_id), message_id, endpoint_id, S.pending, 0, 0, "", ""
         )
-        done = await self._requeue(keys=self._row_keys(dlv), args=[dlv.id, message_id, now_ms, endpoint_id])
+        done = await self._requeue(keys=self._row_keys(dlv), args=[dlv.id, message_id, "", endpoint_id])
         if done:
             await self.redis.pexpire(keys.message(message_id), self.failed_ttl_ms)
         return bool(done)
 
     async def send_test(self, endpoint: Endpoint, *, now_ms: int) -> str:
-        """Queue a ``webhook.test`` message to `endpoint` alone; return its message id."""
+        """Queue a ``webhook.test`` message to `endpoint` alone, due now; return its message id.
+
+        `now_ms` only labels the message (its id and timestamp).
+        """
         message = test_message(endpoint, now_ms=now_ms, note="test message sent from the API")
         await self.save_messages([message])
-        await self.schedule([(message.id, endpoint.id, now_ms, endpoint.tenant, "")], due_ms=now_ms)
+        await self.schedule([(message.id, endpoint.id, now_ms, endpoint.tenant, "")])
         return message.id
 
-    async def recover(self, endpoint_id: str, since_ms: int, *, now_ms: int) -> int:
+    async def recover(self, endpoint_id: str, since_ms: int) -> int:
         """Send every failed message of the endpoint created since `since_ms` again; return how many."""
         count = 0
         for msg_id in await self.failed_since(endpoint_id, since_ms):
-            count += await self.requeue(msg_id, endpoint_id, now_ms=now_ms)
+            count += await self.requeue(msg_id, endpoint_id)
         return count
 
     async def failed_since(self, endpoint_id: str, since_ms: int) -> list[str]:

@@ -13,14 +13,16 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from webhooks.clock import RedisClock
 from webhooks.consumers import Membership
 from webhooks.deliveries import Delivery, DeliveryStore
 from webhooks.endpoints import EndpointStore
@@ -29,7 +31,7 @@ from webhooks.fanout import FanOut
 from webhooks.health import FAILING, Health
 from webhooks.ids import new_id
 from webhooks.metrics import MetricsBuffer
-from webhooks.models import Attempt, DeliveryStatus, Endpoint, from_ms, now_ms
+from webhooks.models import Attempt, DeliveryStatus, Endpoint, from_ms
 from webhooks.outbox import OUTBOX_STREAM, MalformedEntry, OutboxEntry
 from webhooks.retry import Decision, classify
 from webhooks.sender import Sender
@@ -51,12 +53,14 @@ class Dispatcher:
         default_events: Sequence[str],
         coalesced_events: Sequence[str] = (),
         consumer: str | None = None,
-        clock: Callable[[], int] = now_ms,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{new_id('c')[-6:]}"
-        self.clock = clock
+        # Labels (an attempt's `at`) use Redis's time as measured here; deadlines are the scripts'.
+        self.redis_clock = RedisClock()
+        self.clock = clock or self.redis_clock.now_ms
         self.endpoints = EndpointStore(redis)
         self.deliveries = DeliveryStore(
             redis,
@@ -79,7 +83,6 @@ class Dispatcher:
             deliveries=self.deliveries,
             default_events=default_events,
             coalesced_events=coalesced_events,
-            clock=clock,
         )
         self.health = Health(
             settings,
@@ -87,7 +90,6 @@ class Dispatcher:
             endpoints=self.endpoints,
             deliveries=self.deliveries,
             sender=self.sender,
-            clock=clock,
         )
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -106,6 +108,8 @@ class Dispatcher:
     async def run(self) -> None:
         """Run the outbox, delivery and maintenance loops until stopped."""
         await self._ensure_group()
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis_clock.sync(self.redis)
         await self.membership.beat()  # before the first read makes this consumer a member
         beat = self.settings.liveness_seconds / 3
         loop = asyncio.get_running_loop()
@@ -118,6 +122,7 @@ class Dispatcher:
             loop.create_task(self._every(beat, "beacon", self.membership.beat, max_delay=beat)),
             loop.create_task(self._every(beat, "takeover", self._take_over)),
             loop.create_task(self.metrics.run(self._stop)),
+            loop.create_task(self.redis_clock.run(self.redis, self._stop)),
         ]
         logger.info("dispatcher %s running", self.consumer)
         try:
@@ -233,18 +238,16 @@ class Dispatcher:
         # Cleared before looking, not before sleeping: a wake-up that arrives while we look must
         # cut the next sleep short, or a fresh delivery waits for the idle poll.
         self._wake.clear()
-        now = self.clock()
         started = 0
-        for endpoint_id in await self.deliveries.due_endpoints(now):
+        for endpoint_id in await self.deliveries.due_endpoints():
             free_global = self.settings.max_in_flight - self._total
             if free_global <= 0:
                 break
             free = self.settings.per_endpoint_in_flight - self._in_flight.get(endpoint_id, 0)
             if free <= 0:
                 continue  # this endpoint is saturated: its backlog waits in Redis, others go on
-            claim_until = now + int(self.settings.claim_seconds * 1000)
-            taken = await self.deliveries.take(
-                endpoint_id, now_ms=now, n=min(free, free_global), claim_until_ms=claim_until
+            taken, _ = await self.deliveries.take(
+                endpoint_id, n=min(free, free_global), claim_ms=int(self.settings.claim_seconds * 1000)
             )
             # One read of the endpoint for the whole batch (the URL and secrets of every attempt).
             endpoint = await self._endpoint_or_none(endpoint_id) if taken and not taken[0].url else None
@@ -253,9 +256,9 @@ class Dispatcher:
                 started += 1
         if started:
             return
-        next_due = await self.deliveries.next_due_ms()
-        wait = 1.0 if next_due is None else min(1.0, max(0.0, (next_due - self.clock()) / 1000))
-        if next_due is not None and next_due <= now:
+        due_in = await self.deliveries.next_due_in_ms()
+        wait = 1.0 if due_in is None else min(1.0, due_in / 1000)
+        if due_in == 0:
             wait = self.settings.idle_poll_seconds  # due work exists but every such endpoint is saturated
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), wait)
@@ -313,7 +316,7 @@ class Dispatcher:
                     await self._note(dlv, f"endpoint disabled ({endpoint.disabled_reason or 'by hand'})")
                 return
             url = endpoint.url
-            secrets = endpoint.signing_secrets(self.clock())
+            secrets = endpoint.signing_secrets(dlv.taken_ms)  # Redis's time: the rotation window's
         result = await self.sender.send(url, message_id=message.id, body=message.body, secrets=secrets)
         self.sent += 1
         outcome = classify(
@@ -332,21 +335,20 @@ class Dispatcher:
             result.attempt.duration_ms,
             outcome.decision.value,
         )
-        now = self.clock()
         self.metrics.observe("wh_attempt_seconds", result.attempt.duration_ms / 1000)
         self.metrics.inc("wh_attempts_total", {"outcome": outcome.decision.value})
         if outcome.decision is Decision.delivered:
             await self._record(dlv, result.attempt, S.succeeded)
         elif outcome.decision is Decision.retry:
             assert outcome.delay is not None
-            await self._record(dlv, result.attempt, S.pending, next_ms=now + int(outcome.delay * 1000))
+            await self._record(dlv, result.attempt, S.pending, delay_ms=int(outcome.delay * 1000))
         else:
             await self._record(dlv, result.attempt, S.failed)
         if endpoint is not None:
-            await self.health.after_attempt(endpoint, outcome.decision, now_ms=now)
+            await self.health.after_attempt(endpoint, outcome.decision)
 
     async def _record(
-        self, dlv: Delivery, attempt: Attempt, status: DeliveryStatus, next_ms: int | None = None
+        self, dlv: Delivery, attempt: Attempt, status: DeliveryStatus, delay_ms: int | None = None
     ) -> None:
         """Write down an attempt that happened, riding out a Redis outage while our claim lasts.
 
@@ -355,15 +357,15 @@ class Dispatcher:
         Retries are fenced by the claim: an error can come after the write went through, and a
         claim that passed to another dispatcher is not ours to write over.
         """
-        until = dlv.claimed_until if dlv.claimed_until is not None else self.clock()
+        until = dlv.taken_mono + self.settings.claim_seconds  # the claim, measured on this host alone
         delay = 0.1
         fenced = False
         while True:
             try:
-                await self.deliveries.record(dlv, attempt, status=status, next_ms=next_ms, fenced=fenced)
+                await self.deliveries.record(dlv, attempt, status=status, delay_ms=delay_ms, fenced=fenced)
                 return
             except (RedisConnectionError, RedisTimeoutError) as exc:
-                if self.clock() + delay * 1000 >= until:
+                if time.monotonic() + delay >= until:
                     raise
                 logger.warning("recording delivery %s failed (%s); retrying in %.1fs", dlv.id, exc, delay)
                 await asyncio.sleep(delay)
@@ -373,7 +375,7 @@ class Dispatcher:
     async def _note(self, dlv: Delivery, why: str) -> None:
         """Fail a delivery that could not be sent at all; logged, but not counted as an attempt."""
         note = Attempt(at=from_ms(self.clock()), duration_ms=0, error=why)
-        await self.deliveries.record(dlv, note, status=S.failed, next_ms=None, sent=False)
+        await self.deliveries.record(dlv, note, status=S.failed, delay_ms=None, sent=False)
 
     # ----- maintenance -------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from webhooks import keys, scripts
 from webhooks.errors import EndpointNotFound
 from webhooks.ids import is_valid, new_id
-from webhooks.models import DeliveryStatus, Endpoint, now_ms
+from webhooks.models import DeliveryStatus, Endpoint, redis_now, to_ms
 from webhooks.signing import generate_secret
 
 ROTATION_OVERLAP_MS = 24 * 3600 * 1000
@@ -53,14 +53,16 @@ class EndpointStore:
         secret: str | None = None,
     ) -> Endpoint:
         """Store a new enabled endpoint with a new (or the given) secret."""
+        # Redis's clock: the fan-out compares it with events' times (outbox ids, also Redis's clock).
+        created = await redis_now(self.redis)
         endpoint = Endpoint(
-            id=new_id("wh"),
+            id=new_id("wh", now_ms=to_ms(created)),
             tenant=tenant,
             url=url,
             events=events,
             flow_ids=flow_ids,
             description=description,
-            created_at=datetime.now(UTC),
+            created_at=created,
             secret=secret or generate_secret(),
         )
         async with self.redis.pipeline(transaction=True) as tx:
@@ -148,7 +150,7 @@ class EndpointStore:
             {
                 "secret": secret,
                 "previous_secret": endpoint.secret,
-                "previous_secret_until": now_ms() + ROTATION_OVERLAP_MS,
+                "previous_secret_until": to_ms(await redis_now(self.redis)) + ROTATION_OVERLAP_MS,
             },
         )
         return secret
@@ -160,21 +162,35 @@ class EndpointStore:
         raw = await self.redis.get(key)
         return str(raw.decode())
 
-    async def mark_failure(self, endpoint_id: str, at_ms: int) -> int | None:
-        """Note a failed attempt; return since when the endpoint has been failing (None: it is gone)."""
-        since = await self.redis.eval(scripts.MARK_FAILURE, 1, keys.endpoint(endpoint_id), json.dumps(at_ms))
-        value = json.loads(since) if since else None
-        return int(value) if value is not None else None
+    async def mark_failure(self, endpoint_id: str) -> tuple[int, int] | None:
+        """Note a failed attempt; return (failing since, now) in Redis's ms (None: the endpoint is gone)."""
+        reply = await self.redis.eval(scripts.MARK_FAILURE, 1, keys.endpoint(endpoint_id))
+        if not reply:
+            return None
+        return int(json.loads(reply[0])), int(reply[1])
 
     async def mark_success(self, endpoint_id: str) -> None:
         """A 2xx: the endpoint is healthy again."""
         await _write(self.redis, keys.endpoint(endpoint_id), {"failing_since": None})
 
-    async def disable(self, endpoint_id: str, *, reason: str, probe_at_ms: int | None) -> None:
-        """Disable the endpoint; with `probe_at_ms` it will be probed and healed automatically."""
-        values = {"enabled": False, "disabled_reason": reason, "disabled_at": now_ms()}
-        if await _write(self.redis, keys.endpoint(endpoint_id), values) and probe_at_ms is not None:
-            await self.redis.zadd(keys.PROBES, {endpoint_id: probe_at_ms})
+    async def disable(self, endpoint_id: str, *, reason: str, probe_in_ms: int | None) -> None:
+        """Disable the endpoint; with `probe_in_ms` it will be probed (from then on) and healed."""
+        values = {
+            "enabled": False,
+            "disabled_reason": reason,
+            "disabled_at": to_ms(await redis_now(self.redis)),
+        }
+        if await _write(self.redis, keys.endpoint(endpoint_id), values) and probe_in_ms is not None:
+            await self.probe_in(endpoint_id, probe_in_ms)
+
+    async def probe_in(self, endpoint_id: str, ms: int) -> None:
+        """Probe the (disabled) endpoint `ms` from Redis's now."""
+        await self.redis.eval(scripts.AT, 1, keys.PROBES, endpoint_id, ms)
+
+    async def probes_due(self, *, limit: int) -> tuple[list[str], int]:
+        """Endpoints whose probe is due by Redis's clock, and that now (ms)."""
+        reply = await self.redis.eval(scripts.DUE, 1, keys.PROBES, limit)
+        return [i.decode() for i in reply[1:]], int(reply[0])
 
     async def count_probe(self, endpoint_id: str) -> int:
         """Count one more unanswered probe of a disabled endpoint; return how many so far."""

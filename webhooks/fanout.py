@@ -9,7 +9,7 @@ nothing twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from redis.asyncio import Redis
 
@@ -65,7 +65,6 @@ class FanOut:
         deliveries: DeliveryStore,
         default_events: Sequence[str],
         coalesced_events: Sequence[str] = (),
-        clock: Callable[[], int],
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -73,7 +72,6 @@ class FanOut:
         self.deliveries = deliveries
         self.default_events = tuple(default_events)
         self.coalesced_events = frozenset(coalesced_events)
-        self.clock = clock
 
     async def __call__(self, entries: Sequence[OutboxEntry]) -> int:
         """Record one delivery per matching endpoint of every entry; return how many were new."""
@@ -112,12 +110,9 @@ class FanOut:
                     pending.append((entry.id, hook_id, entry.created_ms, entry.tenant, hook.url))
                     keep[entry.id] = message
         await self.deliveries.save_messages(list(keep.values()))
-        now = self.clock()
-        created = await self.deliveries.schedule(pending, due_ms=now)
-        await self.deliveries.schedule(parked, due_ms=now + int(self.settings.probe_schedule[0] * 1000))
-        await self.deliveries.schedule(
-            gone, due_ms=now, status=DeliveryStatus.failed, note="endpoint gone (410)"
-        )
+        created = await self.deliveries.schedule(pending)
+        await self.deliveries.schedule(parked, delay_ms=int(self.settings.probe_schedule[0] * 1000))
+        await self.deliveries.schedule(gone, status=DeliveryStatus.failed, note="endpoint gone (410)")
         return created
 
     async def _passes_gate(self, endpoint_id: str, entry: OutboxEntry) -> bool:

@@ -10,7 +10,6 @@ failing sent again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from redis.asyncio import Redis
 
@@ -40,22 +39,18 @@ class Health:
         endpoints: EndpointStore,
         deliveries: DeliveryStore,
         sender: Sender,
-        clock: Callable[[], int],
     ) -> None:
         self.settings = settings
         self.redis = redis
         self.endpoints = endpoints
         self.deliveries = deliveries
         self.sender = sender
-        self.clock = clock
 
     async def park(self, dlv: Delivery, endpoint: Endpoint) -> None:
         """Hold a delivery of an endpoint disabled for failing until its next probe (no attempt spent)."""
-        probe_at = await self.redis.zscore(keys.PROBES, endpoint.id)
-        until = int(probe_at) if probe_at else self.clock() + 60_000
-        await self.deliveries.postpone(dlv, until_ms=max(until, self.clock() + 1000))
+        await self.deliveries.postpone(dlv, min_ms=1000)
 
-    async def after_attempt(self, endpoint: Endpoint, decision: Decision, *, now_ms: int) -> None:
+    async def after_attempt(self, endpoint: Endpoint, decision: Decision) -> None:
         """Update the endpoint's health after one attempt that ended with `decision`."""
         if decision is Decision.delivered:
             if endpoint.failing_since is not None:
@@ -63,22 +58,24 @@ class Health:
             return
         if decision is Decision.disable:
             logger.warning("endpoint %s answered 410 Gone: disabled", endpoint.id)
-            await self.endpoints.disable(endpoint.id, reason=GONE, probe_at_ms=None)
+            await self.endpoints.disable(endpoint.id, reason=GONE, probe_in_ms=None)
             return
-        since = await self.endpoints.mark_failure(endpoint.id, now_ms)
-        if since is not None and now_ms - since >= self.settings.disable_after_seconds * 1000:
+        failing = await self.endpoints.mark_failure(endpoint.id)
+        if failing is None:
+            return
+        since, now = failing
+        if now - since >= self.settings.disable_after_seconds * 1000:
             logger.warning(
                 "endpoint %s failing since %s: disabled", endpoint.id, format_timestamp(from_ms(since))
             )
-            probe_at = now_ms + int(self.settings.probe_schedule[0] * 1000)
-            await self.endpoints.disable(endpoint.id, reason=FAILING, probe_at_ms=probe_at)
+            first_probe = int(self.settings.probe_schedule[0] * 1000)
+            await self.endpoints.disable(endpoint.id, reason=FAILING, probe_in_ms=first_probe)
 
     async def probe_due(self, most: int = 20) -> int:
         """Probe up to `most` endpoints whose probe is due; return how many healed."""
-        now = self.clock()
+        due, now = await self.endpoints.probes_due(limit=most)
         healed = 0
-        for raw in await self.redis.zrangebyscore(keys.PROBES, "-inf", now, start=0, num=most):
-            endpoint_id = raw.decode()
+        for endpoint_id in due:
             try:
                 endpoint = await self.endpoints.get(endpoint_id)
             except EndpointNotFound:
@@ -94,13 +91,13 @@ class Health:
                 continue
             tries = await self.endpoints.count_probe(endpoint_id)
             delay = self.settings.probe_schedule[min(tries, len(self.settings.probe_schedule) - 1)]
-            await self.redis.zadd(keys.PROBES, {endpoint_id: now + int(delay * 1000)})
+            await self.endpoints.probe_in(endpoint_id, int(delay * 1000))
         return healed
 
     async def _heal(self, endpoint_id: str) -> None:
         failing_since = await self.endpoints.heal(endpoint_id)
-        released = await self.deliveries.release(endpoint_id, now_ms=self.clock())
-        replayed = await self.deliveries.recover(endpoint_id, failing_since or 0, now_ms=self.clock())
+        released = await self.deliveries.release(endpoint_id)
+        replayed = await self.deliveries.recover(endpoint_id, failing_since or 0)
         logger.warning(
             "endpoint %s healed: %d parked and %d failed messages sent again", endpoint_id, released, replayed
         )

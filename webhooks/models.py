@@ -32,6 +32,12 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+async def redis_now(redis: Any) -> datetime:
+    """Redis's ``TIME`` as a UTC datetime: for a time stored to be compared by other processes."""
+    seconds, micros = await redis.time()
+    return datetime.fromtimestamp(seconds + micros // 1000 / 1000, UTC)
+
+
 Timestamp = Annotated[datetime, PlainSerializer(format_timestamp, return_type=str, when_used="json")]
 
 

@@ -1,9 +1,16 @@
-"""Lua scripts that keep a delivery, its endpoint's due queue and its listings consistent."""
+"""Lua scripts that keep a delivery, its endpoint's due queue and its listings consistent.
+
+One clock (DESIGN.md): every due time and claim deadline is Redis's ``TIME`` plus a delay, taken
+inside the script that writes or compares it, so dispatchers and API processes whose host clocks
+disagree never take a delivery early (a duplicate) or late.
+"""
 
 from __future__ import annotations
 
-# Shared: after an endpoint's due queue changed, publish its earliest due time (or drop it).
+# Shared: Redis's time in ms; after an endpoint's due queue changed, publish its earliest due time.
 _REINDEX = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 -- one-subject webhooks (endpoint ids "hook_...") keep no listings: nothing would ever trim them
 local function listed(ep)
   return string.sub(ep, 1, 5) ~= 'hook_'
@@ -20,8 +27,9 @@ end
 
 # Create a delivery unless it exists (or its endpoint was deleted meanwhile). KEYS: 1 delivery,
 # 2 endpoint due queue, 3 due index, 4 listing (all), 5 listing of the initial status, 6 endpoint hash.
-# ARGV: 1 delivery id, 2 message id, 3 endpoint id, 4 created ms, 5 due ms, 6 tenant, 7 url ('' = the
-# endpoint's), 8 status ('pending' | 'failed'), 9 ttl ms for a delivery created failed, 10 note.
+# ARGV: 1 delivery id, 2 message id, 3 endpoint id, 4 created ms, 5 delay ms (due at now + delay),
+# 6 tenant, 7 url ('' = the endpoint's), 8 status ('pending' | 'failed'), 9 ttl ms for a delivery
+# created failed, 10 note.
 SCHEDULE = (
     _REINDEX
     + """
@@ -34,8 +42,9 @@ if listed(ARGV[3]) then
   redis.call('ZADD', KEYS[5], 0, ARGV[2])
 end
 if ARGV[8] == 'pending' then
-  redis.call('HSET', KEYS[1], 'next', ARGV[5])
-  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[1])
+  local due = now + tonumber(ARGV[5])
+  redis.call('HSET', KEYS[1], 'next', due)
+  redis.call('ZADD', KEYS[2], due, ARGV[1])
   reindex(KEYS[2], KEYS[3], ARGV[3])
 else
   redis.call('PEXPIRE', KEYS[1], ARGV[9])
@@ -45,22 +54,26 @@ return 1
 )
 
 # Take up to N due deliveries of one endpoint, hiding them until a claim deadline.
-# KEYS: 1 endpoint due queue, 2 due index. ARGV: 1 now ms, 2 n, 3 claim deadline ms, 4 endpoint id.
+# KEYS: 1 endpoint due queue, 2 due index. ARGV: 1 n, 2 claim ms, 3 endpoint id.
+# Returns {now, claim deadline, id...}: the fence a later RECORD checks is that deadline.
 TAKE = (
     _REINDEX
     + """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local until_ms = now + tonumber(ARGV[2])
 for _, id in ipairs(ids) do
-  redis.call('ZADD', KEYS[1], ARGV[3], id)
+  redis.call('ZADD', KEYS[1], until_ms, id)
 end
-reindex(KEYS[1], KEYS[2], ARGV[4])
+reindex(KEYS[1], KEYS[2], ARGV[3])
+table.insert(ids, 1, until_ms)
+table.insert(ids, 1, now)
 return ids
 """
 )
 
 # Record one attempt and the decision. KEYS: 1 delivery, 2 log, 3 due queue, 4 due index,
 # 5 listing pending, 6 listing succeeded, 7 listing failed, 8 message.
-# ARGV: 1 delivery id, 2 message id, 3 attempt JSON, 4 new status, 5 next due ms (retry) or '',
+# ARGV: 1 delivery id, 2 message id, 3 attempt JSON, 4 new status, 5 delay ms to the retry or '',
 # 6 ttl ms (terminal), 7 endpoint id, 8 max log entries, 9 '1' if a request was really sent,
 # 10 the claim's due score to require (fence) or ''. Returns 0 if the delivery is gone or the
 # fence does not hold, else 1.
@@ -79,8 +92,9 @@ if current == 'succeeded' then
   return 1
 end
 if ARGV[4] == 'pending' then
-  redis.call('HSET', KEYS[1], 'next', ARGV[5], 'status', 'pending')
-  redis.call('ZADD', KEYS[3], ARGV[5], ARGV[1])
+  local due = now + tonumber(ARGV[5])
+  redis.call('HSET', KEYS[1], 'next', due, 'status', 'pending')
+  redis.call('ZADD', KEYS[3], due, ARGV[1])
 else
   redis.call('HSET', KEYS[1], 'status', ARGV[4], 'next', '')
   redis.call('ZREM', KEYS[3], ARGV[1])
@@ -105,13 +119,13 @@ return 1
 
 # Send a delivery again now, with a fresh retry schedule. KEYS: 1 delivery, 2 log, 3 due queue,
 # 4 due index, 5 listing pending, 6 listing succeeded, 7 listing failed.
-# ARGV: 1 delivery id, 2 message id, 3 now ms, 4 endpoint id. Returns 0 if gone.
+# ARGV: 1 delivery id, 2 message id, 3 (unused), 4 endpoint id. Returns 0 if gone.
 REQUEUE = (
     _REINDEX
     + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local attempts = redis.call('HGET', KEYS[1], 'attempts')
-redis.call('HSET', KEYS[1], 'status', 'pending', 'next', ARGV[3], 'base', attempts)
+redis.call('HSET', KEYS[1], 'status', 'pending', 'next', now, 'base', attempts)
 redis.call('PERSIST', KEYS[1])
 redis.call('PERSIST', KEYS[2])
 if listed(ARGV[4]) then
@@ -119,31 +133,33 @@ if listed(ARGV[4]) then
   redis.call('ZREM', KEYS[7], ARGV[2])
   redis.call('ZADD', KEYS[5], 0, ARGV[2])
 end
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[3], now, ARGV[1])
 reindex(KEYS[3], KEYS[4], ARGV[4])
 return 1
 """
 )
 
-# Park a pending delivery until `until` without an attempt (its endpoint is disabled for now).
-# KEYS: 1 due queue, 2 due index. ARGV: 1 delivery id, 2 until ms, 3 endpoint id.
+# Park a pending delivery without an attempt (its endpoint is disabled for now) until the
+# endpoint's next probe, at least `min` ms from now. KEYS: 1 due queue, 2 due index, 3 probes.
+# ARGV: 1 delivery id, 2 min ms, 3 endpoint id.
 POSTPONE = (
     _REINDEX
     + """
-redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
+local probe = tonumber(redis.call('ZSCORE', KEYS[3], ARGV[3]) or 0)
+redis.call('ZADD', KEYS[1], 'XX', math.max(probe, now + tonumber(ARGV[2])), ARGV[1])
 reindex(KEYS[1], KEYS[2], ARGV[3])
 return 1
 """
 )
 
 # Make every parked delivery of an endpoint due now (it healed). KEYS: 1 due queue, 2 due index.
-# ARGV: 1 now ms, 2 endpoint id. Returns how many.
+# ARGV: 1 (unused), 2 endpoint id. Returns how many.
 RELEASE = (
     _REINDEX
     + """
 local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
 for _, id in ipairs(ids) do
-  redis.call('ZADD', KEYS[1], ARGV[1], id)
+  redis.call('ZADD', KEYS[1], now, id)
 end
 reindex(KEYS[1], KEYS[2], ARGV[2])
 return #ids
@@ -165,13 +181,48 @@ end
 return 1
 """
 
-# Note a failure: set failing_since unless set; return it (nil if the endpoint is gone).
-# KEYS: 1 endpoint. ARGV: 1 now ms (JSON).
-MARK_FAILURE = """
+# Note a failure: set failing_since (Redis's now) unless set. KEYS: 1 endpoint.
+# Returns {failing_since JSON, now} (nil if the endpoint is gone).
+MARK_FAILURE = (
+    _REINDEX
+    + """
 if redis.call('HEXISTS', KEYS[1], 'id') == 0 then return false end
-redis.call('HSETNX', KEYS[1], 'failing_since', ARGV[1])
-return redis.call('HGET', KEYS[1], 'failing_since')
+redis.call('HSETNX', KEYS[1], 'failing_since', tostring(now))
+return {redis.call('HGET', KEYS[1], 'failing_since'), now}
 """
+)
+
+# Members of a time-scored set due by Redis's clock. KEYS: 1 the set. ARGV: 1 limit.
+# Returns {now, member...}.
+DUE = (
+    _REINDEX
+    + """
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+table.insert(found, 1, now)
+return found
+"""
+)
+
+# The earliest score of a time-scored set, and Redis's now. KEYS: 1 the set. Returns {now, first or -1}.
+NEXT = (
+    _REINDEX
+    + """
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {now, first[2] and math.floor(tonumber(first[2])) or -1}
+"""
+)
+
+# Set a member's score to Redis's now + ms. KEYS: 1 the set. ARGV: 1 member, 2 ms. Returns now.
+AT = (
+    _REINDEX
+    + """
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return now
+"""
+)
+
+# Redis's now in ms (for values stored and compared later by other processes).
+NOW = _REINDEX + "\nreturn now\n"
 
 # Remove a consumer from the outbox group only if it is gone (no beacon) and holds nothing, in one
 # step: between a separate check and the delete, a live consumer could read entries, and deleting

@@ -27,19 +27,19 @@ async def test_a_fenced_record_writes_once_and_only_while_the_claim_is_ours(redi
         id=new_id("msg"), type="execution.success", tenant="a", subject="exec_1", body="{}", created_ms=now
     )
     await store.save_messages([message])
-    await store.schedule([(message.id, ep_id, now, "a", "")], due_ms=now)
-    [dlv] = await store.take(ep_id, now_ms=now, n=1, claim_until_ms=now + 30_000)
+    await store.schedule([(message.id, ep_id, now, "a", "")])
+    [dlv], _ = await store.take(ep_id, n=1, claim_ms=30_000)
     attempt = Attempt(at=from_ms(now), duration_ms=5, status_code=503)
     row = keys.delivery(dlv.id)
     for _ in range(2):  # the second is the retry of a write that had in fact gone through
-        await store.record(dlv, attempt, status=DeliveryStatus.pending, next_ms=now + 1000, fenced=True)
+        await store.record(dlv, attempt, status=DeliveryStatus.pending, delay_ms=0, fenced=True)
     assert await redis.hget(row, "attempts") == b"1"
     assert await redis.llen(keys.delivery_log(dlv.id)) == 1
-    # due again, taken by another dispatcher: a late write of ours changes nothing
-    [theirs] = await store.take(ep_id, now_ms=now + 1000, n=1, claim_until_ms=now + 60_000)
-    await store.record(dlv, attempt, status=DeliveryStatus.failed, next_ms=None, fenced=True)
+    # due again (at once), taken by another dispatcher: a late write of ours changes nothing
+    [theirs], _ = await store.take(ep_id, n=1, claim_ms=60_000)
+    await store.record(dlv, attempt, status=DeliveryStatus.failed, delay_ms=None, fenced=True)
     assert await redis.hget(row, "status") == b"pending" and await redis.hget(row, "attempts") == b"1"
-    await store.record(theirs, attempt, status=DeliveryStatus.succeeded, next_ms=None, fenced=True)
+    await store.record(theirs, attempt, status=DeliveryStatus.succeeded, delay_ms=None, fenced=True)
     assert await redis.hget(row, "status") == b"succeeded"
 
 
@@ -64,15 +64,15 @@ async def test_a_failed_delivery_keeps_its_message_body_as_long_as_itself(redis:
     msg = Message(new_id("msg"), "execution.success", "a", "exec_1", "{}", 1)
     await store.save_messages([msg])
     await redis.pexpire(keys.message(msg.id), 1000)
-    await store.schedule([(msg.id, ep_id, 1, "a", "")], due_ms=0)
-    [dlv] = await store.take(ep_id, now_ms=10, n=1, claim_until_ms=20)
+    await store.schedule([(msg.id, ep_id, 1, "a", "")])
+    [dlv], _ = await store.take(ep_id, n=1, claim_ms=10)
     from webhooks.models import Attempt
 
     await store.record(
         dlv,
         Attempt(at=datetime.now(UTC), duration_ms=1, status_code=500),
         status=DeliveryStatus.failed,
-        next_ms=None,
+        delay_ms=None,
     )
     assert await redis.pttl(keys.message(msg.id)) > 50_000
 
@@ -84,7 +84,7 @@ async def test_a_note_for_an_unsendable_delivery_is_not_an_attempt(redis: Redis,
     from webhooks.deliveries import Message
 
     await store.save_messages([Message(msg_id, "execution.success", "a", "exec_1", "{}", 1)])
-    await store.schedule([(msg_id, ep_id, 1, "a", "")], due_ms=0)
+    await store.schedule([(msg_id, ep_id, 1, "a", "")])
     await EndpointStore(redis).update(ep_id, tenant="a", changes={"enabled": False})
     async with running_dispatcher(redis):
 
@@ -104,10 +104,10 @@ async def test_writes_racing_a_delete_do_not_resurrect_the_endpoint(redis: Redis
     store = EndpointStore(redis)
     ep_id, _ = await endpoint(redis, "http://127.0.0.1:9/x")
     await store.delete(ep_id, tenant="a")
-    assert await store.mark_failure(ep_id, 1) is None
-    await store.disable(ep_id, reason="failing", probe_at_ms=1)
+    assert await store.mark_failure(ep_id) is None
+    await store.disable(ep_id, reason="failing", probe_in_ms=1)
     await store.mark_success(ep_id)
     assert await redis.exists(keys.endpoint(ep_id)) == 0
     assert await redis.zscore(keys.PROBES, ep_id) is None
-    created = await deliveries_of(redis).schedule([(new_id("msg"), ep_id, 1, "a", "")], due_ms=1)
+    created = await deliveries_of(redis).schedule([(new_id("msg"), ep_id, 1, "a", "")])
     assert created == 0 and await redis.zcard(keys.due(ep_id)) == 0

@@ -84,7 +84,7 @@ async def test_disabling_by_hand_stops_automatic_healing(redis: Redis, receiver:
     # Regression: PATCH enabled=false on an automatically disabled endpoint was undone by the prober.
     store = EndpointStore(redis)
     ep_id, _ = await endpoint(redis, receiver.url)
-    await store.disable(ep_id, reason="failing", probe_at_ms=0)
+    await store.disable(ep_id, reason="failing", probe_in_ms=0)
     await store.update(ep_id, tenant="a", changes={"enabled": False})
     async with running_dispatcher(redis):
         await asyncio.sleep(2.5)  # a maintenance round (every 2 s) would have probed and healed it

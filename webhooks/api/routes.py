@@ -331,9 +331,7 @@ class WebhookAPI:
         endpoints, deliveries = self.stores(request)
         endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
         message_id = request.path_params["message_id"]
-        if not is_valid(message_id, "msg") or not await deliveries.requeue(
-            message_id, endpoint.id, now_ms=now_ms()
-        ):
+        if not is_valid(message_id, "msg") or not await deliveries.requeue(message_id, endpoint.id):
             raise DeliveryNotFound(f"no message {message_id} for endpoint {endpoint.id}")
         return JSONResponse({"messageId": message_id, "status": "pending"}, status_code=202)
 
@@ -353,7 +351,7 @@ class WebhookAPI:
         since = body.since
         if since.tzinfo is None:
             raise ValidationFailed.field("since", "must include a time zone (e.g. Z)", "datetime")
-        count = await deliveries.recover(endpoint.id, int(since.timestamp() * 1000), now_ms=now_ms())
+        count = await deliveries.recover(endpoint.id, int(since.timestamp() * 1000))
         return JSONResponse({"count": count}, status_code=202)
 
 
