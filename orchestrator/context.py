@@ -109,8 +109,16 @@ class RunContext:
         Await it in an ``async def`` flow; in a ``def`` flow the call itself records the step.
         """
         self._check_open()
-        self.metrics = self.metrics.model_copy(update={"steps_run": self.metrics.steps_run + 1})
-        self.logger.info("run %s step %d %s", self.run_id, self.metrics.steps_run, name)
+        try:
+            label = check(name, "metrics.lastStep")
+            if not isinstance(label, str):
+                raise InvalidValue("metrics.lastStep", f"a step name is a string, not {shown(name)}")
+        except InvalidValue as exc:
+            raise self._refuse(exc) from None
+        self.metrics = self.metrics.model_copy(
+            update={"steps_run": self.metrics.steps_run + 1, "last_step": label[:200] or None}
+        )
+        self.logger.info("run %s step %d %s", self.run_id, self.metrics.steps_run, label)
         return self._channel.progress(self.metrics)
 
     def add_usage(self, *, tokens: int = 0, cost: float = 0.0) -> None:

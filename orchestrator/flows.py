@@ -64,6 +64,7 @@ class Flow:
     description: str
     isolation: Isolation
     max_memory_mb: int | None = None
+    example: Any = None  # an input, shown in the OpenAPI document and the docs
     input_adapter: TypeAdapter[Any] = field(repr=False, compare=False, kw_only=True)
     output_adapter: TypeAdapter[Any] | None = field(repr=False, compare=False, kw_only=True)
 
@@ -78,8 +79,11 @@ class Flow:
         return self.fn.__module__, self.fn.__qualname__
 
     def input_schema(self) -> dict[str, Any]:
-        """JSON Schema of the input."""
-        return self.input_adapter.json_schema(by_alias=True)
+        """JSON Schema of the input (with the flow's example under ``examples``, JSON Schema 2020-12)."""
+        schema = self.input_adapter.json_schema(by_alias=True)
+        if self.example is not None:
+            schema["examples"] = [self.example]
+        return schema
 
     def output_schema(self) -> dict[str, Any]:
         """JSON Schema of the output (``{}``, any JSON value, when the flow declares none)."""
@@ -144,6 +148,7 @@ def define(
     description: str | None = None,
     isolation: Isolation | None = None,
     max_memory_mb: int | None = None,
+    example: Any = None,
 ) -> Flow:
     """Check a flow definition and build its Flow; FlowDefinitionError says what is wrong."""
 
@@ -190,6 +195,15 @@ def define(
             raise wrong("max_memory_mb applies to isolation='process' only (a thread's memory is shared)")
         if isinstance(max_memory_mb, bool) or not isinstance(max_memory_mb, int) or max_memory_mb <= 0:
             raise wrong(f"max_memory_mb must be a positive integer, not {shown(max_memory_mb)}")
+    input_adapter = _adapter(flow_id, fn, "input", in_type)
+    if example is not None:
+        try:
+            input_adapter.validate_python(example)
+        except Exception as exc:
+            first = str(exc).splitlines()
+            raise wrong(
+                f"its example is not a valid input ({first[1].strip() if len(first) > 1 else exc})"
+            ) from None
     doc = (fn.__doc__ or "").strip().splitlines()
     return Flow(
         id=flow_id,
@@ -201,7 +215,8 @@ def define(
         description=description if description is not None else (doc[0] if doc else ""),
         isolation=mode,
         max_memory_mb=max_memory_mb,
-        input_adapter=_adapter(flow_id, fn, "input", in_type),
+        example=example,
+        input_adapter=input_adapter,
         output_adapter=_adapter(flow_id, fn, "output", out_type) if out_type is not None else None,
     )
 
@@ -216,6 +231,7 @@ def flow(
     description: str | None = None,
     isolation: Isolation | None = None,
     max_memory_mb: int | None = None,
+    example: Any = None,
 ) -> Callable[[F], F]:
     """Register a function as the flow `flow_id` (API.md "Python"); the function is returned unchanged.
 
@@ -227,6 +243,7 @@ def flow(
         description: shown by ``GET /v1/flows``; default: the docstring's first line.
         isolation: ``async``, ``thread`` or ``process`` (default: async for ``async def``, else thread).
         max_memory_mb: with ``process``, an attempt whose child grows past this ends ``out_of_memory``.
+        example: an input (validated now), shown in ``/docs`` and the input schema's ``examples``.
 
     Raises:
         FlowDefinitionError: at import, for any mistake in the definition.
@@ -243,6 +260,7 @@ def flow(
             description=description,
             isolation=isolation,
             max_memory_mb=max_memory_mb,
+            example=example,
         )
         existing = _FLOWS.get(flow_id)
         if existing is not None and existing.location != defined.location:

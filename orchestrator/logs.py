@@ -1,4 +1,4 @@
-"""Logging configuration for the processes (text by default, JSON lines with ORCH_LOG_FORMAT=json)."""
+"""Logging configuration for the processes: ``text`` (default), ``json`` (one object per line), ``short``."""
 
 from __future__ import annotations
 
@@ -32,11 +32,13 @@ class JsonFormatter(logging.Formatter):
 
 def configure(*, level: str = "INFO", fmt: str = "text") -> None:
     """Install the logging configuration for one process."""
-    formatter: dict[str, Any] = (
-        {"()": JsonFormatter}
-        if fmt == "json"
-        else {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"}
-    )
+    formatters: dict[str, dict[str, Any]] = {
+        "json": {"()": JsonFormatter},
+        # `orchestrator dev` prefixes each line with the process that wrote it
+        "short": {"format": "%(asctime)s %(levelname)-7s %(message)s", "datefmt": "%H:%M:%S"},
+        "text": {"format": "%(asctime)s %(levelname)-7s %(name)s: %(message)s"},
+    }
+    formatter = formatters.get(fmt, formatters["text"])
     logging.config.dictConfig(
         {
             "version": 1,

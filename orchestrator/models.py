@@ -42,6 +42,8 @@ class Metrics(ApiModel):
     cost: float = 0.0
     steps_run: int = 0
     steps_total: int | None = None
+    # The name the flow gave its last finished step (``ctx.step("ocr")``), if any.
+    last_step: str | None = None
 
 
 class ExecutionError(ApiModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
     queue_name: str = "orch:queue"
     log_level: str = "INFO"
-    log_format: str = "text"
+    log_format: Literal["text", "json", "short"] = "text"
 
     @field_validator("flows", "webhook_retry_schedule", "webhook_probe_schedule", mode="before")
     @classmethod

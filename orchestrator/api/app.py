@@ -15,12 +15,12 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator import __version__, events
 from orchestrator.api.auth import KeyRing, authenticate
+from orchestrator.api.docs import NAMES, add_flow_operations, docs_routes
 from orchestrator.api.ops import OPS_ROUTES
 from orchestrator.api.runs import ROUTES
 from orchestrator.api.services import Services
@@ -32,11 +32,17 @@ from orchestrator.models import ErrorBody, ErrorDetail
 from orchestrator.runs.store import RunStore
 from orchestrator.settings import Settings
 from webhooks import RedisClock
-from webhooks.api.apidoc import build_spec, render_html
+from webhooks.api.apidoc import build_spec
 from webhooks.api.routes import WebhookAPI
 from webhooks.errors import HTTPError
 
 logger = logging.getLogger(__name__)
+
+DESCRIPTION = """Run typed flows asynchronously; learn about every status change by a signed, retried webhook
+(Standard Webhooks), with polling, long-poll and server-sent events as the fallback.
+
+Authenticate every call with `Authorization: Bearer <api key>`. Each flow has its own typed create
+operation under **Flows**; errors are `{"error": {"code", "message", "details"}}`."""
 
 _HTTP_CODES = {
     400: "invalid_json",
@@ -161,25 +167,16 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         routes,
         title="webhook-orchestrator",
         version=__version__,
-        description="Run typed flows asynchronously; every status change is a signed, retried webhook.",
+        description=DESCRIPTION,
         error_model=ErrorBody,
         # Flow ids as an enum (an empty enum would allow nothing, so none without flows).
         path_params={"flow_id": {"type": "string", "enum": flow_ids}} if flow_ids else None,
+        names=NAMES,
     )
-    docs_page = render_html(spec)
-
-    async def openapi(request: Request) -> Response:
-        return JSONResponse(spec)
-
-    async def docs(request: Request) -> Response:
-        return HTMLResponse(docs_page)
+    add_flow_operations(spec, flows.all())
 
     app = Starlette(
-        routes=[
-            *routes,
-            Route("/openapi.json", openapi, methods=["GET"]),
-            Route("/docs", docs, methods=["GET"]),
-        ],
+        routes=[*routes, *docs_routes(spec, title="webhook-orchestrator")],
         lifespan=lifespan,
         middleware=[Middleware(HeaderLimits)],
         exception_handlers={

@@ -58,7 +58,11 @@ def _flow(request: Request) -> Flow:
     flow_id = request.path_params["flow_id"]
     found = registry.get(flow_id)
     if found is None:
-        raise FlowNotFound(f"no flow {flow_id}")
+        known = [f.id for f in registry.all()]
+        raise FlowNotFound(
+            f"no flow {flow_id}; this API serves: {', '.join(known) or 'no flows (set ORCH_FLOWS)'}",
+            details={"flows": known},
+        )
     return found
 
 

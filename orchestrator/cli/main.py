@@ -1,7 +1,7 @@
 """The ``orchestrator`` command group: settings and logging once, then one subcommand, imported lazily.
 
 Subcommands live in ``cli.serve`` (api, worker, dispatcher, keys), ``cli.dev`` (dev, bench),
-``cli.runs`` (run, runs) and ``cli.webhooks``; a subcommand's module is imported only when that
+``cli.runs`` (run, runs), ``cli.flows`` and ``cli.webhooks``; a subcommand's module is imported only when that
 subcommand runs, so ``orchestrator --help`` does not load Starlette, arq or aiohttp.
 """
 
@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "keys": ("orchestrator.cli.serve", "keys", "Manage API keys."),
     "dev": ("orchestrator.cli.dev", "dev", "Run everything on this machine (embedded Redis)."),
     "bench": ("orchestrator.cli.dev", "bench", "Measure throughput and latency against raw arq and aiohttp."),
+    "flows": ("orchestrator.cli.flows", "flows", "List the flows the API serves; show one's schemas."),
     "run": ("orchestrator.cli.runs", "run", "Start an execution of a flow."),
     "runs": ("orchestrator.cli.runs", "runs", "Read, list, wait for and cancel executions."),
     "webhooks": ("orchestrator.cli.webhooks", "webhooks_group", "Manage webhook endpoints and deliveries."),

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from orchestrator.cli.output import (
     client_options,
@@ -18,6 +18,7 @@ from orchestrator.cli.output import (
     read_input,
     show_execution,
     status_text,
+    table,
 )
 from orchestrator.client import Client, Execution
 
@@ -40,7 +41,8 @@ def follow(client: Client, ex: Execution[Any]) -> Execution[Any]:
                 task,
                 completed=data.metrics.steps_run,
                 total=data.metrics.steps_total,
-                description=f"{data.flow_id} {data.status.value}",
+                description=f"{data.flow_id} {data.status.value}"
+                + (f" ({data.metrics.last_step})" if data.metrics.last_step else ""),
             )
     return client.runs.get(ex.id)
 
@@ -56,7 +58,7 @@ def run(
     input_: str,
     metadata: str | None,
     wait: bool,
-    base_url: str,
+    base_url: str | None,
     api_key: str | None,
     as_json: bool,
 ) -> None:
@@ -70,6 +72,8 @@ def run(
         emit(ex) if as_json else show_execution(ex)
         if wait:
             exit_for(ex)
+        elif not as_json:
+            click.echo(f"follow it: orchestrator runs wait {ex.id}   (or run it with --wait)", err=True)
 
 
 @click.group("runs")
@@ -80,7 +84,7 @@ def runs() -> None:
 @runs.command("get")
 @click.argument("execution_id")
 @client_options
-def runs_get(execution_id: str, base_url: str, api_key: str | None, as_json: bool) -> None:
+def runs_get(execution_id: str, base_url: str | None, api_key: str | None, as_json: bool) -> None:
     """Show one execution."""
     with connect(base_url, api_key) as client:
         ex = client.runs.get(execution_id)
@@ -93,7 +97,12 @@ def runs_get(execution_id: str, base_url: str, api_key: str | None, as_json: boo
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
 @client_options
 def runs_list(
-    status: str | None, flow_id: str | None, limit: int, base_url: str, api_key: str | None, as_json: bool
+    status: str | None,
+    flow_id: str | None,
+    limit: int,
+    base_url: str | None,
+    api_key: str | None,
+    as_json: bool,
 ) -> None:
     """List executions, newest first."""
     with connect(base_url, api_key) as client:
@@ -101,21 +110,22 @@ def runs_list(
         if as_json:
             emit(items)
             return
-        table = Table("id", "flow", "status", "created", "duration", "steps")
+        rows = table("id", "flow", "status", "created UTC", "duration", "steps", ids=("id",))
         for ex in items:
             steps = f"{ex.metrics.steps_run}/{ex.metrics.steps_total or '?'}"
-            duration = f"{ex.duration} ms" if ex.duration is not None else ""
-            table.add_row(
-                ex.id, ex.flow_id, status_text(ex.status.value), ex.created_at.isoformat(), duration, steps
-            )
-        console.print(table)
+            duration = f"{ex.duration}ms" if ex.duration is not None else ""
+            created = ex.created_at.strftime("%m-%d %H:%M:%S")
+            rows.add_row(ex.id, ex.flow_id, status_text(ex.status.value), created, duration, steps)
+        console.print(rows)
 
 
 @runs.command("wait")
 @click.argument("execution_id")
 @click.option("--timeout", default=300.0, show_default=True, type=float)
 @client_options
-def runs_wait(execution_id: str, timeout: float, base_url: str, api_key: str | None, as_json: bool) -> None:
+def runs_wait(
+    execution_id: str, timeout: float, base_url: str | None, api_key: str | None, as_json: bool
+) -> None:
     """Wait (long-poll) until the execution ends; exit 1 unless it succeeded, 4 on timeout."""
     with connect(base_url, api_key) as client:
         ex = client.runs.wait_for_completion(execution_id, timeout=timeout)
@@ -126,7 +136,7 @@ def runs_wait(execution_id: str, timeout: float, base_url: str, api_key: str | N
 @runs.command("cancel")
 @click.argument("execution_id")
 @client_options
-def runs_cancel(execution_id: str, base_url: str, api_key: str | None, as_json: bool) -> None:
+def runs_cancel(execution_id: str, base_url: str | None, api_key: str | None, as_json: bool) -> None:
     """Cancel a queued or running execution."""
     with connect(base_url, api_key) as client:
         ex = client.runs.cancel(execution_id)
@@ -136,20 +146,35 @@ def runs_cancel(execution_id: str, base_url: str, api_key: str | None, as_json: 
 @runs.command("deliveries")
 @click.argument("execution_id")
 @client_options
-def runs_deliveries(execution_id: str, base_url: str, api_key: str | None, as_json: bool) -> None:
+def runs_deliveries(execution_id: str, base_url: str | None, api_key: str | None, as_json: bool) -> None:
     """Where are this execution's webhooks? Each endpoint, each event: delivered, pending, or why not."""
     with connect(base_url, api_key) as client:
         report = client.runs.deliveries(execution_id)
         if as_json:
             emit(report)
             return
-        table = Table("endpoint", "event", "state", "attempts", "next / why not")
+        rows = table("endpoint", "event", "state", "tries", "last result", "next / why not")
         for ep in report["data"]:
             for ev in ep["events"]:
                 if ev["matched"]:
                     state = ev["status"] or "not recorded yet"
-                    tries = ", ".join(str(a.get("statusCode") or a.get("error")) for a in ev["attempts"])
-                    table.add_row(ep["url"], ev["eventType"], state, tries, ev.get("nextAttemptAt") or "")
+                    tries = str(len(ev["attempts"]))
+                    last = ev["attempts"][-1] if ev["attempts"] else {}
+                    result = str(last.get("statusCode") or last.get("error") or "")
+                    rows.add_row(
+                        ep["url"],
+                        ev["eventType"],
+                        state,
+                        tries,
+                        escape(result),
+                        ev.get("nextAttemptAt") or "",
+                    )
                 else:
-                    table.add_row(ep["url"], ev["eventType"], "[dim]not sent[/]", "", ev["reason"])
-        console.print(table)
+                    rows.add_row(ep["url"], ev["eventType"], "[dim]not sent[/]", "", "", ev["reason"])
+        if not report["data"]:
+            console.print(
+                "no endpoint is subscribed to this tenant's events, and the run has no webhook of its own: "
+                "try `orchestrator webhooks listen` (or `webhooks create URL`)"
+            )
+            return
+        console.print(rows)

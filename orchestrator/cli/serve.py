@@ -7,18 +7,33 @@ imports only that: the dispatcher never loads Starlette, the API never loads the
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from orchestrator.settings import Settings
+
+if TYPE_CHECKING:
+    from orchestrator.flows import Registry
 
 
 def settings_of(ctx: click.Context) -> Settings:
     """The Settings the group built from the environment."""
     settings: Settings = ctx.obj
     return settings
+
+
+def registry_of(settings: Settings) -> Registry:
+    """The flows of ``ORCH_FLOWS``; a module that cannot be imported is one line and exit code 1."""
+    from orchestrator.flows import FlowModuleError, load_registry
+
+    try:
+        return load_registry(settings.flows)
+    except FlowModuleError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
 
 
 @click.command()
@@ -45,7 +60,7 @@ def api(ctx: click.Context, host: str, port: int, workers: int) -> None:
         return
     from orchestrator.api.app import create_app
 
-    uvicorn.run(create_app(settings), **options)
+    uvicorn.run(create_app(settings, registry_of(settings)), **options)
 
 
 @click.command()
@@ -55,11 +70,10 @@ def worker(ctx: click.Context, burst: bool) -> None:
     """Run an arq worker that executes runs of the flows in ORCH_FLOWS."""
     import uvloop
 
-    from orchestrator.flows import load_registry
     from orchestrator.worker.worker import build_worker
 
     settings = settings_of(ctx)
-    registry = load_registry(settings.flows)
+    registry = registry_of(settings)
     if not registry.all():
         click.echo("warning: no flows registered (set ORCH_FLOWS)", err=True)
 
@@ -86,13 +100,26 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--tenant", required=True, help="The tenant the key belongs to.")
+@click.option(
+    "--redis-url",
+    default=None,
+    help="The Redis to store it in (default: $ORCH_REDIS_URL, else a running `orchestrator dev`'s).",
+)
 @click.pass_context
-def keys_create(ctx: click.Context, tenant: str) -> None:
+def keys_create(ctx: click.Context, tenant: str, redis_url: str | None) -> None:
     """Create an API key for TENANT; it is stored hashed and printed once."""
     from orchestrator.api.auth import create_key
     from orchestrator.connections import redis_from_settings
+    from orchestrator.dev.state import running
 
     settings = settings_of(ctx)
+    if redis_url is None and "ORCH_REDIS_URL" not in os.environ:
+        stack = running()
+        if stack is not None:
+            redis_url = stack.redis_url
+            click.echo(f"using the dev stack's Redis at {redis_url} (.data/dev/stack.json)", err=True)
+    if redis_url is not None:
+        settings = settings.model_copy(update={"redis_url": redis_url})
 
     async def run() -> str:
         redis = redis_from_settings(settings)

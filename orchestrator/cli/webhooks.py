@@ -6,9 +6,18 @@ import sys
 from datetime import datetime
 
 import click
-from rich.table import Table
 
-from orchestrator.cli.output import EXIT_API, client_options, connect, console, emit, err_console
+from orchestrator.cli.output import (
+    EXIT_API,
+    client_options,
+    connect,
+    console,
+    emit,
+    err_console,
+    explain,
+    resolve,
+    table,
+)
 from orchestrator.client import APIError
 
 
@@ -28,7 +37,7 @@ def webhooks_create(
     events: tuple[str, ...],
     flow_ids: tuple[str, ...],
     description: str | None,
-    base_url: str,
+    base_url: str | None,
     api_key: str | None,
     as_json: bool,
 ) -> None:
@@ -45,20 +54,20 @@ def webhooks_create(
 
 @webhooks_group.command("list")
 @client_options
-def webhooks_list(base_url: str, api_key: str | None, as_json: bool) -> None:
+def webhooks_list(base_url: str | None, api_key: str | None, as_json: bool) -> None:
     """List endpoints."""
     with connect(base_url, api_key) as client:
         items = client.webhooks.list().to_list()
         if as_json:
             emit(items)
             return
-        table = Table("id", "url", "events", "flows", "enabled")
+        rows = table("id", "url", "events", "flows", "enabled", ids=("id",))
         for ep in items:
             enabled = "yes" if ep.enabled else f"no ({ep.disabled_reason or 'by hand'})"
-            table.add_row(
+            rows.add_row(
                 ep.id, ep.url, ", ".join(ep.events) or "(status changes)", ", ".join(ep.flow_ids), enabled
             )
-        console.print(table)
+        console.print(rows)
 
 
 @webhooks_group.command("deliveries")
@@ -67,7 +76,7 @@ def webhooks_list(base_url: str, api_key: str | None, as_json: bool) -> None:
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
 @client_options
 def webhooks_deliveries(
-    endpoint_id: str, status: str | None, limit: int, base_url: str, api_key: str | None, as_json: bool
+    endpoint_id: str, status: str | None, limit: int, base_url: str | None, api_key: str | None, as_json: bool
 ) -> None:
     """Messages sent to an endpoint, with every attempt."""
     with connect(base_url, api_key) as client:
@@ -77,12 +86,24 @@ def webhooks_deliveries(
         if as_json:
             emit(items)
             return
-        table = Table("message", "event", "run", "status", "attempts", "next attempt")
+        rows = table(
+            "message",
+            "event",
+            "run",
+            "status",
+            "tries",
+            "last result",
+            "next attempt",
+            ids=("message", "run"),
+        )
         for d in items:
-            tries = ", ".join(str(a.status_code or a.error) for a in d.attempts)
-            nxt = d.next_attempt_at.isoformat() if d.next_attempt_at else ""
-            table.add_row(d.id, d.event_type, d.run_id or "", d.status.value, tries, nxt)
-        console.print(table)
+            last = d.attempts[-1] if d.attempts else None
+            result = "" if last is None else str(last.status_code or last.error or "")
+            nxt = d.next_attempt_at.strftime("%H:%M:%S") if d.next_attempt_at else ""
+            rows.add_row(
+                d.id, d.event_type, d.run_id or "", d.status.value, str(len(d.attempts)), result, nxt
+            )
+        console.print(rows)
 
 
 @webhooks_group.command("retry")
@@ -90,7 +111,7 @@ def webhooks_deliveries(
 @click.argument("message_id")
 @client_options
 def webhooks_retry(
-    endpoint_id: str, message_id: str, base_url: str, api_key: str | None, as_json: bool
+    endpoint_id: str, message_id: str, base_url: str | None, api_key: str | None, as_json: bool
 ) -> None:
     """Send one message again now (same webhook-id)."""
     with connect(base_url, api_key) as client:
@@ -103,7 +124,7 @@ def webhooks_retry(
 @click.option("--since", required=True, type=click.DateTime(), help="e.g. 2026-11-28T00:00:00 (UTC)")
 @client_options
 def webhooks_recover(
-    endpoint_id: str, since: datetime, base_url: str, api_key: str | None, as_json: bool
+    endpoint_id: str, since: datetime, base_url: str | None, api_key: str | None, as_json: bool
 ) -> None:
     """Send again every message that failed since a time."""
     from datetime import UTC
@@ -119,28 +140,31 @@ def webhooks_recover(
     "--event", "events", multiple=True, help="Event types to receive (repeat); default: status changes."
 )
 @click.option("--max-events", type=int, default=None, help="Exit after this many events.")
-@click.option("--base-url", envvar="ORCH_BASE_URL", default="http://127.0.0.1:8000", show_default=True)
+@click.option("--base-url", envvar="ORCH_BASE_URL", default=None, help="API URL (as the other commands).")
 @click.option("--api-key", envvar="ORCH_API_KEY", help="API key (default: $ORCH_API_KEY).")
 def webhooks_listen(
-    forward: str | None, events: tuple[str, ...], max_events: int | None, base_url: str, api_key: str | None
+    forward: str | None,
+    events: tuple[str, ...],
+    max_events: int | None,
+    base_url: str | None,
+    api_key: str | None,
 ) -> None:
     """Receive this tenant's events on this machine, print them, forward them (like `stripe listen`)."""
     import asyncio
 
     from orchestrator.cli.listen import listen
 
-    if not api_key:
-        raise click.UsageError("no API key: pass --api-key or set ORCH_API_KEY")
+    url, key = resolve(base_url, api_key)
     try:
         asyncio.run(
             listen(
-                base_url=base_url,
-                api_key=api_key,
+                base_url=url,
+                api_key=key,
                 forward=forward,
                 events=list(events) or None,
                 max_events=max_events,
             )
         )
     except APIError as exc:
-        err_console.print(f"[red]error:[/] {exc}")
+        err_console.print(f"[red]error:[/] {explain(exc, url)}")
         sys.exit(EXIT_API)

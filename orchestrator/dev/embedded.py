@@ -94,6 +94,7 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=die_with_parent,
+            start_new_session=True,  # Ctrl-C in a terminal must not stop it before what uses it
         )
         deadline = time.monotonic() + timeout
         while not ping(self.port):

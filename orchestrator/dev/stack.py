@@ -1,23 +1,111 @@
-"""``orchestrator dev``: embedded Redis, API, worker and dispatcher in one command, stopped together."""
+"""``orchestrator dev``: embedded Redis, API, worker, dispatcher and a receiver, in one command.
+
+Before starting anything it imports the flows (a broken module is one line with its file and
+line) and checks the port (a busy one is one line, at once). Its data folder (default
+``./.data/dev``) keeps Redis's data and the dev API key, so the key and the runs survive a restart.
+Each child's output is prefixed with its name; the children run in their own process group, so
+Ctrl-C reaches only this process, which stops them in order (receiver, API, worker, dispatcher,
+then Redis) and nothing complains about a lost connection on the way out.
+"""
 
 from __future__ import annotations
 
-import secrets
+import json
+import os
 import signal
+import socket
+import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 import click
 
 from orchestrator.dev.children import Children, child_env
 from orchestrator.dev.embedded import EmbeddedRedis, RedisNotFound, free_port
+from orchestrator.dev.state import TENANT, DevStack, dev_key, forget, running
+from orchestrator.flows import FlowModuleError, load_registry
 from orchestrator.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-DEFAULT_FLOWS = "invoice_extraction"
+DEFAULT_FLOWS = ("invoice_extraction",)
+# A receiver that fails in development should recover in seconds, not in five minutes.
+DEV_RETRIES = {
+    "webhook_retry_schedule": (1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
+    "webhook_probe_schedule": (2.0, 5.0, 10.0, 30.0),
+    "webhook_disable_after_seconds": 120.0,
+}
+ORDER = ("receiver", "api", "worker", "dispatcher")  # the order children are stopped in
+
+
+class DevError(Exception):
+    """Why the stack cannot start, in one line."""
+
+
+def port_free(port: int) -> bool:
+    """Whether nothing listens on 127.0.0.1:`port`."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def check_flows(modules: tuple[str, ...]) -> list[str]:
+    """Import every flows module here first (a broken one is one line, before anything starts).
+
+    Returns the ids of the flows they register.
+    """
+    if EXAMPLES.is_dir() and str(EXAMPLES) not in sys.path:
+        sys.path.append(str(EXAMPLES))
+    try:
+        return [f.id for f in load_registry(modules).all()]
+    except FlowModuleError as exc:
+        raise DevError(str(exc)) from None
+
+
+def _pipe(name: str, stream: IO[bytes]) -> None:
+    for raw in iter(stream.readline, b""):
+        line = raw.decode(errors="replace").rstrip()
+        if line:
+            click.echo(f"[{name}] {line}")
+
+
+class DevChildren(Children):
+    """Children whose output is shown prefixed with their name, in a process group of their own."""
+
+    def start(self, name: str, args: Sequence[str], *, env: Mapping[str, str], quiet: bool = False) -> None:
+        """Start `args` as child `name`, echoing its output as ``[name] line``."""
+        proc = subprocess.Popen(
+            list(args),
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in the terminal reaches only `orchestrator dev`
+            cwd=os.getcwd(),
+        )
+        self.procs[name] = proc
+        assert proc.stdout is not None
+        threading.Thread(target=_pipe, args=(name, proc.stdout), daemon=True).start()
+
+    def stop_in_order(self, timeout: float = 10.0) -> None:
+        """Stop the children one role at a time, in ORDER (each gets `timeout`, then SIGKILL)."""
+        for name in [*ORDER, *(n for n in self.procs if n not in ORDER)]:
+            proc = self.procs.pop(name, None)
+            if proc is None or proc.poll() is not None:
+                continue
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _wait_ready(url: str, children: Children, timeout: float = 30.0) -> bool:
@@ -35,6 +123,57 @@ def _wait_ready(url: str, children: Children, timeout: float = 30.0) -> bool:
     return False
 
 
+def banner(
+    url: str, settings: Settings, key: str, data_dir: Path, embedded: bool, flow_ids: list[str]
+) -> str:
+    """What `orchestrator dev` prints once the stack answers."""
+    redis = settings.redis_url + (f" (embedded; data in {data_dir})" if embedded else "")
+    activate = (
+        "source .venv/bin/activate"
+        if Path(".venv/bin/activate").exists()
+        else "(the `orchestrator` CLI is on your PATH)"
+    )
+    flow = "invoice-extraction" if "invoice-extraction" in flow_ids else (flow_ids or ["<flow id>"])[0]
+    return f"""
+  webhook-orchestrator dev is up
+    API         {url}        reference: {url}/docs
+    Redis       {redis}
+    Flows       {", ".join(flow_ids) or "none"}  (from {", ".join(settings.flows)})
+    API key     {key}  (tenant {TENANT}; the same on every start with this data folder)
+    Receiver    every delivery below marked [receiver] was verified by `orchestrator webhooks listen`
+
+  In another terminal:
+    {activate}
+    export ORCH_BASE_URL={url} ORCH_API_KEY={key}
+    orchestrator flows list
+    orchestrator run {flow} --input @examples/invoice.json --wait
+    curl -s {url}/v1/runs -H 'Authorization: Bearer {key}'
+
+  Ctrl-C stops everything.
+"""
+
+
+def _demo(url: str, key: str) -> None:
+    """Run the invoice example once and say what to try next (its deliveries print as [receiver])."""
+    from orchestrator.client import Client
+
+    example = json.loads((EXAMPLES / "invoice.json").read_text())
+    with Client(url, api_key=key) as client:
+        ex = client.flows.run("invoice-extraction", example)
+        click.echo(f"[demo] started {ex.id}; watch its webhooks arrive below")
+        done = client.runs.wait_for_completion(ex.id, timeout=120)
+        click.echo(
+            f"[demo] {done.id} {done.status.value} in {done.duration} ms; output {json.dumps(done.output)}"
+        )
+    click.echo(
+        "\n  next steps:\n"
+        f"    orchestrator runs get {ex.id}\n"
+        f"    orchestrator runs deliveries {ex.id}     # where each webhook went\n"
+        "    orchestrator webhooks create https://your.app/hooks   # your own endpoint (secret shown once)\n"
+        f"    open {url}/docs\n"
+    )
+
+
 def run_dev(
     settings: Settings,
     *,
@@ -45,26 +184,45 @@ def run_dev(
     demo: bool = False,
 ) -> int:
     """Start the stack, print how to use it, and supervise it until Ctrl-C; return the exit code."""
+    folder = data_dir or Path(".data") / "dev"
+    modules = tuple(f.strip() for f in flows.split(",") if f.strip()) if flows is not None else settings.flows
+    modules = modules or DEFAULT_FLOWS
+    try:
+        flow_ids = check_flows(modules)
+        other = running(folder)
+        if other is not None:
+            raise DevError(
+                f"a dev stack already runs from {folder} (pid {other.pid}, API at {other.base_url}); "
+                "stop it, or pass another --data-dir"
+            )
+        if port and not port_free(port):
+            raise DevError(
+                f"port {port} is in use (another `orchestrator dev`?); pass --port 0 for any free port"
+            )
+    except DevError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 1
+    port = port or free_port()
     redis: EmbeddedRedis | None = None
-    updates: dict[str, object] = {"webhook_allow_private": True}
+    updates: dict[str, object] = {"webhook_allow_private": True, "flows": modules, "log_format": "short"}
+    updates.update({k: v for k, v in DEV_RETRIES.items() if f"ORCH_{k.upper()}" not in environ})
     if "ORCH_REDIS_URL" not in environ:
-        redis = EmbeddedRedis(data_dir=data_dir)
+        redis = EmbeddedRedis(data_dir=folder)
         try:
             redis.start()
         except (RedisNotFound, RuntimeError) as exc:
             click.echo(f"error: {exc}", err=True)
             return 1
         updates["redis_url"] = redis.url
+    key = settings.api_keys[0][1] if settings.api_keys else dev_key(folder)
     if not settings.api_keys:
-        updates["api_keys"] = (("dev", "sk_dev_" + secrets.token_urlsafe(16)),)
-    if flows is not None:
-        updates["flows"] = tuple(f.strip() for f in flows.split(",") if f.strip())
-    elif not settings.flows:
-        updates["flows"] = (DEFAULT_FLOWS,)
+        updates["api_keys"] = ((TENANT, key),)
     settings = settings.model_copy(update=updates)
-    port = port or free_port()
-    env = child_env(environ, settings.to_env(), pythonpath=[str(EXAMPLES)] if EXAMPLES.is_dir() else [])
-    children = Children()
+    url = f"http://127.0.0.1:{port}"
+    env = child_env(
+        environ, settings.to_env(), pythonpath=[os.getcwd(), *([str(EXAMPLES)] if EXAMPLES.is_dir() else [])]
+    )
+    children = DevChildren()
     stopping = False
 
     def on_signal(signum: int, frame: object) -> None:
@@ -77,35 +235,31 @@ def run_dev(
         children.orchestrator("api", "api", "--host", "127.0.0.1", "--port", str(port), env=env)
         children.orchestrator("worker", "worker", env=env)
         children.orchestrator("dispatcher", "dispatcher", env=env)
-        url = f"http://127.0.0.1:{port}"
         if not _wait_ready(url, children):
-            click.echo(f"error: the stack did not start ({children.exited() or 'timeout'})", err=True)
-            return 1
-        tenant, key = settings.api_keys[0]
-        click.echo(
-            f"\n  webhook-orchestrator dev\n  API      {url}\n  Redis    {settings.redis_url}"
-            f"{' (embedded)' if redis else ''}\n  tenant   {tenant}\n  API key  {key}\n"
-            f"  flows    {', '.join(settings.flows)}\n\n  try:\n"
-            f"  curl -s -X POST {url}/v1/flows/invoice-extraction/runs -H 'Authorization: Bearer {key}' "
-            f'-H \'content-type: application/json\' -d "{{\\"input\\": $(cat examples/invoice.json)}}"\n'
-            "\n  Ctrl-C stops everything.\n"
-        )
-        if demo:
-            demo_env = {**env, "ORCH_BASE_URL": url, "ORCH_API_KEY": key}
-            click.echo("  demo: a local receiver subscribes, an invoice is extracted, deliveries arrive:\n")
-            children.start(
-                "demo", [sys.executable, str(EXAMPLES / "webhook_receiver.py"), "--demo"], env=demo_env
+            click.echo(
+                f"error: the stack did not start ({children.exited() or 'no answer in 30 s'})", err=True
             )
+            return 1
+        DevStack(base_url=url, redis_url=settings.redis_url, api_key=key, pid=os.getpid()).save(folder)
+        client_env = {**env, "ORCH_BASE_URL": url, "ORCH_API_KEY": key}
+        children.orchestrator("receiver", "webhooks", "listen", env=client_env)
+        click.echo(banner(url, settings, key, folder, redis is not None, flow_ids))
+        if demo:
+            time.sleep(1.0)  # let the receiver subscribe first, so the demo's first event reaches it
+            try:
+                _demo(url, key)
+            except Exception as exc:  # the stack stays up; say what failed
+                click.echo(f"[demo] could not run: {exc}", err=True)
         while not stopping:
-            dead = {
-                name: code for name, code in children.exited().items() if not (name == "demo" and code == 0)
-            }
+            dead = children.exited()
             if dead:
                 click.echo(f"error: a process ended unexpectedly: {dead}; stopping", err=True)
                 return 1
             time.sleep(0.2)
+        click.echo("stopping...")
         return 0
     finally:
-        children.stop()
+        forget(folder)
+        children.stop_in_order()
         if redis is not None:
             redis.stop()

@@ -349,6 +349,7 @@ class Transitions:
 
 
 def log_commit(plan: Plan) -> None:
-    """One log line per committed transition."""
+    """One log line per committed transition (a failure's error code at its end)."""
     run = plan.run
-    logger.info("run %s seq %d -> %s (attempt %d)", run.id, run.sequence, plan.event_type, run.attempt)
+    why = f": {run.error.code}" if run.error is not None else ""
+    logger.info("run %s seq %d -> %s (attempt %d)%s", run.id, run.sequence, plan.event_type, run.attempt, why)

@@ -323,3 +323,23 @@ async def test_metrics_expose_state_and_what_processes_recorded(
     assert 'orch_runs_finished_total{flow="echo",status="success"} 1.0' in text
     assert 'orch_transition_seconds_bucket{le="+Inf",to="success"} 1.0' in text
     assert "orch_queue_wait_seconds_count" in text
+
+
+async def test_flows_typed_with_plain_json_types_are_served(redis_url: str, redis: Redis) -> None:
+    # issue 18: `@flow("x", input=dict, output=dict)` registered, then GET /v1/flows answered 500
+    # for every flow and creating a run was 500 too
+    from orchestrator.flows import Registry, define
+    from tests.conftest import make_settings, serve, tenant_client
+
+    def passthrough(ctx: object, data: dict) -> dict:  # type: ignore[type-arg]
+        return data
+
+    registry = Registry([define("plain-json", passthrough, input=dict, output=dict)])
+    async with serve(make_settings(redis_url), registry) as served, tenant_client(served.url) as http:
+        listed = await http.get("/v1/flows")
+        assert listed.status_code == 200
+        assert listed.json()["data"][0]["inputSchema"] == {"additionalProperties": True, "type": "object"}
+        created = await http.post("/v1/flows/plain-json/runs", json={"input": {"a": [1, 2]}})
+        assert created.status_code == 202
+        bad = await http.post("/v1/flows/plain-json/runs", json={"input": [1]})
+        assert bad.status_code == 422 and bad.json()["error"]["details"]["fields"][0]["field"] == "input"

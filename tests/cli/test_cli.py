@@ -63,6 +63,7 @@ async def test_run_wait_draws_progress_and_exits_by_outcome(api_server, worker, 
     )
     assert code == 0, err
     assert "3/3 steps" in err and "success" in out and "INV-2026-001" in out
+    assert "(validate)" in err and "last: validate" in out  # the step names the flow gave
     code, out, _ = await cli(api_server, "run", "fail", "--input", "{}", "--wait", "--json")
     assert code == 1 and json.loads(out)["error"]["code"] == "encrypted_pdf"
     code, _, err = await cli(api_server, "run", "nope", "--input", "{}")
@@ -179,3 +180,86 @@ async def test_webhooks_listen_prints_and_forwards(api_server, worker, redis: Re
     assert text.count("[verified]") == 3 and f"-> {app.url} 201" in text
     assert sorted(app.types()) == ["execution.queued", "execution.running", "execution.success"]
     assert (await client.get("/v1/webhooks")).json()["data"] == []  # removed on exit
+
+
+async def test_a_422_shows_every_bad_field(api_server, redis: Redis) -> None:
+    # issue 18: the CLI printed only "input does not match ..." although the API lists each field
+    code, _, err = await cli(
+        api_server, "run", "invoice-extraction", "--input", '{"document": {}, "stepDelay": "soon"}'
+    )
+    assert code == 3
+    assert "input.document.base64: Field required" in err
+    assert "input.stepDelay: Input should be a valid number" in err
+
+
+async def test_an_unknown_flow_names_the_flows_that_exist(api_server, redis: Redis) -> None:
+    code, _, err = await cli(api_server, "run", "nope", "--input", "{}")
+    assert code == 3 and "no flow nope" in err and "invoice-extraction" in err and "echo" in err
+
+
+async def test_ids_are_never_cut_even_at_80_columns(api_server, worker, redis: Redis, client) -> None:
+    import asyncio
+    import os
+
+    ids = [
+        (await client.post("/v1/flows/echo/runs", json={"input": {"text": "x"}})).json()["id"]
+        for _ in range(3)
+    ]
+    env = {**os.environ, "ORCH_BASE_URL": api_server.url, "ORCH_API_KEY": KEY_A, "COLUMNS": "80"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orchestrator",
+        "runs",
+        "list",
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    text = out.decode()
+    for run_id in ids:
+        assert run_id in text  # whole, on one line
+    assert max(len(line) for line in text.splitlines()) <= 80
+
+
+async def test_flows_list_and_show(api_server, redis: Redis) -> None:
+    code, out, _ = await cli(api_server, "flows", "list")
+    assert code == 0 and "invoice-extraction" in out and "echo" in out
+    code, out, _err = await cli(api_server, "flows", "show", "invoice-extraction")
+    assert code == 0 and '"base64"' in out and "orchestrator run invoice-extraction --input '{" in out
+    code, out, _ = await cli(api_server, "flows", "show", "invoice-extraction", "--json")
+    assert json.loads(out)["inputSchema"]["examples"][0]["document"]["filename"] == "invoice.txt"
+
+
+async def test_an_unreachable_api_says_what_to_try() -> None:
+    import os
+
+    env = {**os.environ, "ORCH_BASE_URL": "http://127.0.0.1:9", "ORCH_API_KEY": "k"}
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "runs", "list"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 3
+    assert "cannot reach the API at http://127.0.0.1:9" in out.stderr and "orchestrator dev" in out.stderr
+
+
+async def test_run_without_wait_says_how_to_follow(api_server, redis: Redis) -> None:
+    code, _out, err = await cli(api_server, "run", "echo", "--input", '{"text": "x"}')
+    assert code == 0 and "orchestrator runs wait exec_" in err
+
+
+async def test_help_imports_no_server_code() -> None:
+    # issue 18: `orchestrator --help` took ~1.2 s because every subcommand was imported eagerly
+    probe = (
+        "import sys\nfrom click.testing import CliRunner\nfrom orchestrator.cli.main import main\n"
+        "result = CliRunner().invoke(main, ['--help'])\nassert result.exit_code == 0, result.output\n"
+        "heavy = sorted(m for m in ('starlette', 'arq', 'aiohttp', 'uvicorn', 'rich') if m in sys.modules)\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -84,4 +84,5 @@ def test_timestamps_render_with_milliseconds_and_z() -> None:
         "attempt",
         "sequence",
     }
-    assert set(doc["metrics"]) == {"tokensUsed", "cost", "stepsRun", "stepsTotal"}
+    # API.md's metrics, plus lastStep (the name the flow gave its last step; an addition)
+    assert set(doc["metrics"]) == {"tokensUsed", "cost", "stepsRun", "stepsTotal", "lastStep"}

@@ -2,12 +2,11 @@
 
 ``@operation(...)`` records the summary, body model, query and header parameters and response
 models on the function; ``build_spec(routes)`` walks Starlette's route table and pydantic's
-schemas to produce the document, and ``render_html(spec)`` a self-contained docs page.
+schemas to produce the document (the mounting app serves it, and a page that renders it).
 """
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,12 @@ from webhooks.api.inputs import MAX_PAGE
 F = TypeVar("F", bound=Callable[..., Any])
 REF = "#/components/schemas/{model}"
 
+SUCCESS_TEXT = {
+    200: "OK",
+    201: "Created",
+    202: "Accepted: the work goes on after this answer",
+    204: "No Content",
+}
 ERROR_TEXT = {
     400: "The body is not JSON (`invalid_json`)",
     401: "No API key, or an unknown one (`unauthorized`)",
@@ -67,6 +72,8 @@ class Operation:
     # OpenAPI links per response status: name -> {operationId, parameters}; they tell clients
     # (and schemathesis' stateful phase) which later calls take ids from this response.
     links: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # What a success answer means, by status, where the status alone does not say it.
+    described: dict[int, str] = field(default_factory=dict)
 
 
 def links_to(targets: Mapping[str, str], parameter: str, expression: str) -> dict[str, dict[str, Any]]:
@@ -118,11 +125,13 @@ def build_spec(
     description: str,
     error_model: type[BaseModel],
     path_params: Mapping[str, dict[str, Any]] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every described route.
 
     `path_params` gives the schema of path parameters known only at runtime (e.g. the ids of the
-    registered flows); the others are plain strings.
+    registered flows); the others are plain strings. `names` renames schema components (pydantic
+    names generic models ``Page_Execution_Any__``; a reader wants ``ExecutionPage``).
     """
     known = dict(path_params or {})
     models = _models(routes, error_model)
@@ -167,7 +176,10 @@ def build_spec(
         responses: dict[str, Any] = {}
         for status, model in op.responses.items():
             media = op.media.get(status, "application/json")
-            entry: dict[str, Any] = {"description": "OK" if status < 300 else ERROR_TEXT.get(status, "")}
+            entry: dict[str, Any] = {
+                "description": op.described.get(status)
+                or (SUCCESS_TEXT.get(status, "OK") if status < 300 else ERROR_TEXT.get(status, ""))
+            }
             content = _content(model, media, refs)
             if content:
                 entry["content"] = content
@@ -196,62 +208,33 @@ def build_spec(
         for method in sorted((route.methods or set()) - {"HEAD"}):
             # Starlette's "{name}" placeholders are OpenAPI's already.
             paths.setdefault(route.path, {})[method.lower()] = spec
-    return {
+    document = {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Every call but health and metrics: `Authorization: Bearer <api key>`",
+                }
+            },
         },
         "security": [{"bearer": []}],
     }
+    return rename_schemas(document, names or {})
 
 
-def render_html(spec: dict[str, Any]) -> str:
-    """A docs page with everything inline: no script, no stylesheet, no CDN."""
-    info = spec["info"]
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>{html.escape(info['title'])}</title>",
-        "<style>body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em}"
-        "code,pre{background:#f4f4f4;padding:.1em .3em;border-radius:3px}pre{padding:.6em;overflow:auto}"
-        ".m{display:inline-block;min-width:4.5em;font-weight:bold}details{margin:.3em 0}"
-        "h2{border-bottom:1px solid #ddd}</style></head><body>",
-        f"<h1>{html.escape(info['title'])} <small>{html.escape(info['version'])}</small></h1>",
-        f"<p>{html.escape(info['description'])}</p>",
-        "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a></p>",
-    ]
-    by_tag: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
-    for path, methods in spec["paths"].items():
-        for method, op in methods.items():
-            by_tag.setdefault(op["tags"][0], []).append((method, path, op))
-    for tag, ops in by_tag.items():
-        parts.append(f"<h2>{html.escape(tag)}</h2>")
-        for method, path, op in ops:
-            parts.append(
-                f"<details><summary><span class='m'>{method.upper()}</span> <code>{html.escape(path)}</code> "
-                f"{html.escape(op['summary'])}</summary>"
-            )
-            if op["parameters"]:
-                rows = "".join(
-                    f"<li><code>{html.escape(p['name'])}</code> ({p['in']}) "
-                    f"{html.escape(p.get('description', ''))}</li>"
-                    for p in op["parameters"]
-                )
-                parts.append(f"<p>Parameters</p><ul>{rows}</ul>")
-            if "requestBody" in op:
-                parts.append(f"<p>Body</p><pre>{html.escape(json.dumps(op['requestBody'], indent=1))}</pre>")
-            codes = "".join(
-                f"<li><b>{code}</b> {html.escape(resp.get('description', ''))}</li>"
-                for code, resp in sorted(op["responses"].items())
-            )
-            parts.append(f"<p>Responses</p><ul>{codes}</ul></details>")
-    parts.append("<h2>Schemas</h2>")
-    for name, schema in spec["components"]["schemas"].items():
-        parts.append(
-            f"<details><summary><code>{html.escape(name)}</code></summary>"
-            f"<pre>{html.escape(json.dumps(schema, indent=1))}</pre></details>"
-        )
-    parts.append("</body></html>")
-    return "".join(parts)
+def rename_schemas(document: dict[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+    """`document` with schema components renamed (keys and every ``$ref`` to them)."""
+    if not names:
+        return document
+    text = json.dumps(document)
+    for old, new in names.items():
+        text = text.replace(f'"#/components/schemas/{old}"', f'"#/components/schemas/{new}"')
+    renamed: dict[str, Any] = json.loads(text)
+    schemas = renamed["components"]["schemas"]
+    renamed["components"]["schemas"] = {names.get(k, k): v for k, v in schemas.items()}
+    return renamed
