@@ -39,6 +39,7 @@ DEV_RETRIES = {
     "webhook_probe_schedule": (2.0, 5.0, 10.0, 30.0),
     "webhook_disable_after_seconds": 120.0,
 }
+RECEIVER_READY = "Ready. Endpoint"  # printed by `webhooks listen` once its endpoint exists
 ORDER = ("receiver", "api", "worker", "dispatcher")  # the order children are stopped in
 
 
@@ -70,18 +71,28 @@ def check_flows(modules: tuple[str, ...]) -> list[str]:
         raise DevError(str(exc)) from None
 
 
-def _pipe(name: str, stream: IO[bytes]) -> None:
+def _pipe(name: str, stream: IO[bytes], ready: tuple[str, threading.Event] | None) -> None:
     for raw in iter(stream.readline, b""):
         line = raw.decode(errors="replace").rstrip()
         if line:
             click.echo(f"[{name}] {line}")
+            if ready is not None and line.startswith(ready[0]):
+                ready[1].set()
 
 
 class DevChildren(Children):
     """Children whose output is shown prefixed with their name, in a process group of their own."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready: dict[str, threading.Event] = {}
+        self.ready_line: dict[str, str] = {}
+
     def start(self, name: str, args: Sequence[str], *, env: Mapping[str, str], quiet: bool = False) -> None:
-        """Start `args` as child `name`, echoing its output as ``[name] line``."""
+        """Start `args` as child `name`, echoing its output as ``[name] line``.
+
+        If `ready_line` names a prefix for `name`, ``ready[name]`` is set once the child prints it.
+        """
         proc = subprocess.Popen(
             list(args),
             env=dict(env),
@@ -92,7 +103,18 @@ class DevChildren(Children):
         )
         self.procs[name] = proc
         assert proc.stdout is not None
-        threading.Thread(target=_pipe, args=(name, proc.stdout), daemon=True).start()
+        marker = self.ready_line.get(name)
+        ready = (marker, self.ready.setdefault(name, threading.Event())) if marker else None
+        threading.Thread(target=_pipe, args=(name, proc.stdout, ready), daemon=True).start()
+
+    def wait_line(self, name: str, timeout: float) -> bool:
+        """Wait until child `name` printed its ready line; False if it exited or `timeout` s passed."""
+        deadline = time.monotonic() + timeout
+        event = self.ready[name]
+        while not event.wait(0.1):
+            if self.exited() or time.monotonic() > deadline:
+                return False
+        return True
 
     def stop_in_order(self, timeout: float = 10.0) -> None:
         """Stop the children one role at a time, in ORDER (each gets `timeout`, then SIGKILL)."""
@@ -240,12 +262,19 @@ def run_dev(
                 f"error: the stack did not start ({children.exited() or 'no answer in 30 s'})", err=True
             )
             return 1
-        DevStack(base_url=url, redis_url=settings.redis_url, api_key=key, pid=os.getpid()).save(folder)
         client_env = {**env, "ORCH_BASE_URL": url, "ORCH_API_KEY": key}
+        # Runs created before the receiver's endpoint exists would not be sent to it: the stack is
+        # announced (banner, stack.json for the CLI, the demo) only once the receiver is ready.
+        children.ready_line["receiver"] = RECEIVER_READY
         children.orchestrator("receiver", "webhooks", "listen", env=client_env)
+        if not children.wait_line("receiver", 30.0):
+            click.echo(
+                f"error: the receiver did not start ({children.exited() or 'not ready in 30 s'})", err=True
+            )
+            return 1
+        DevStack(base_url=url, redis_url=settings.redis_url, api_key=key, pid=os.getpid()).save(folder)
         click.echo(banner(url, settings, key, folder, redis is not None, flow_ids))
         if demo:
-            time.sleep(1.0)  # let the receiver subscribe first, so the demo's first event reaches it
             try:
                 _demo(url, key)
             except Exception as exc:  # the stack stays up; say what failed

@@ -112,6 +112,8 @@ async def _ready(run: Dev) -> str:
         lambda: "Ctrl-C stops everything" in run.text or run.proc.returncode is not None, timeout=60
     )
     assert run.proc.returncode is None, run.text
+    # The stack is announced only once its receiver's endpoint exists: a run made at once is sent to it.
+    assert run.text.index("[receiver] Ready. Endpoint") < run.text.index("dev is up"), run.text
     match = re.search(r"export ORCH_BASE_URL=(\S+) ORCH_API_KEY=(\S+)", run.text)
     assert match is not None, run.text
     return match.group(2)
