@@ -1,21 +1,35 @@
-"""Waiters: one Redis subscription per API process, fanning transition wake-ups out to requests.
+"""Waiters: the API process's parked requests, woken by their run's transition notices.
 
-A long-poll or SSE request registers interest in a run id and parks on an asyncio.Event; the
-subscription task sets the events of that run when its transition is published. No waiter holds
-a Redis connection of its own, and none polls.
+A long-poll or SSE request registers interest in a run and parks on an asyncio.Event. The process
+holds one pub/sub connection and subscribes to a run's own channel (``orch:run:{id}:notices``) only
+while somebody waits on that run, so an API process hears only the runs its clients wait for,
+whatever the total load. A waiter is registered, and its channel's subscription confirmed, before
+the request reads the run's state: no transition can fall between the read and the wait. A
+channel is unsubscribed a while after its last waiter left (a run waited on again soon reuses it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 
 from orchestrator.runs import keys
-from orchestrator.runs.notices import Notice, Subscription
+from orchestrator.runs.notices import Notice
+
+logger = logging.getLogger(__name__)
+
+# A channel whose last waiter left is kept this long before it is unsubscribed.
+LINGER_SECONDS = 5.0
+# How long a new waiter waits for its channel's subscription to be confirmed.
+CONFIRM_SECONDS = 2.0
+ALIVE = f"{keys.PREFIX}:api:alive"  # subscribed so the connection exists before any run channel
 
 
 class Waiter:
@@ -43,24 +57,24 @@ class Waiters:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._by_run: dict[str, set[Waiter]] = defaultdict(set)
+        self._pubsub: PubSub | None = None
+        self._active: set[str] = set()  # channels whose subscription the server confirmed
+        self._confirming: dict[str, asyncio.Future[None]] = {}
+        self._idle_since: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
 
     def __len__(self) -> int:
         return sum(len(w) for w in self._by_run.values())
 
+    @property
+    def channels(self) -> int:
+        """Run channels subscribed now (for tests and metrics)."""
+        return len(self._active)
+
     async def start(self) -> None:
         """Start the subscription task."""
-        subscription = Subscription(
-            self._redis,
-            (keys.TRANSITIONS_CHANNEL,),
-            on_message=self._on_message,
-            on_connected=self._on_connected,
-            on_lost=self.subscribed.clear,
-            name="transition subscription",
-            poll_seconds=30.0,
-        )
-        self._task = asyncio.get_running_loop().create_task(subscription.run())
+        self._task = asyncio.get_running_loop().create_task(self._listen())
 
     async def stop(self) -> None:
         """Stop the subscription and wake every waiter so it can finish."""
@@ -70,12 +84,17 @@ class Waiters:
                 await self._task
         self._wake_all()
 
-    @contextlib.contextmanager
-    def watch(self, run_id: str) -> Iterator[Waiter]:
-        """Register a waiter for `run_id` for the duration of the block (always unregistered)."""
+    @contextlib.asynccontextmanager
+    async def watch(self, run_id: str) -> AsyncIterator[Waiter]:
+        """Register a waiter for `run_id` for the duration of the block (always unregistered).
+
+        On entry the run's channel is subscribed (and confirmed) if it was not already.
+        """
         waiter = Waiter(run_id)
         self._by_run[run_id].add(waiter)
+        self._idle_since.pop(run_id, None)
         try:
+            await self._ensure(run_id)
             yield waiter
         finally:
             group = self._by_run.get(run_id)
@@ -83,6 +102,23 @@ class Waiters:
                 group.discard(waiter)
                 if not group:
                     del self._by_run[run_id]
+                    self._idle_since[run_id] = time.monotonic()
+
+    async def _ensure(self, run_id: str) -> None:
+        channel = keys.run_channel(run_id)
+        if channel in self._active or self._pubsub is None:
+            return  # subscribed, or the connection is down (every waiter is woken when it is back)
+        pending = self._confirming.get(channel)
+        if pending is None:
+            pending = self._confirming[channel] = asyncio.get_running_loop().create_future()
+            try:
+                await self._pubsub.subscribe(channel)
+            except Exception as exc:  # the listener reconnects; waiters re-read when it is back
+                self._confirming.pop(channel, None)
+                logger.debug("subscribe %s failed: %s", channel, exc)
+                return
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(pending), CONFIRM_SECONDS)
 
     def _wake_all(self) -> None:
         for group in self._by_run.values():
@@ -98,12 +134,73 @@ class Waiters:
             waiter.sequence = sequence
             waiter.event.set()
 
-    def _on_message(self, channel: str, data: bytes) -> None:
-        notice = Notice.parse(data)
-        if notice is not None:
-            self.notify(notice.run_id, notice.status.value, notice.sequence)
+    def _on_message(self, message: dict[str, object]) -> None:
+        kind = message.get("type")
+        raw = message.get("channel", b"")
+        channel = raw.decode() if isinstance(raw, bytes) else str(raw)
+        if kind == "message":
+            data = message.get("data", b"")
+            notice = Notice.parse(data if isinstance(data, bytes | str) else b"")
+            if notice is not None:
+                self.notify(notice.run_id, notice.status.value, notice.sequence)
+        elif kind == "subscribe":
+            self._active.add(channel)
+            pending = self._confirming.pop(channel, None)
+            if pending is not None and not pending.done():
+                pending.set_result(None)
+        elif kind == "unsubscribe":
+            self._active.discard(channel)
 
-    def _on_connected(self) -> None:
-        self.subscribed.set()
-        # Anything published while we were not subscribed was missed: let waiters re-read.
-        self._wake_all()
+    async def _linger(self, pubsub: PubSub) -> None:
+        """Unsubscribe the channels nobody has waited on for LINGER_SECONDS."""
+        now = time.monotonic()
+        stale = [
+            r
+            for r, since in self._idle_since.items()
+            if now - since > LINGER_SECONDS and r not in self._by_run
+        ]
+        for run_id in stale:
+            del self._idle_since[run_id]
+            channel = keys.run_channel(run_id)
+            if channel in self._active:
+                self._active.discard(channel)  # from now on a new waiter subscribes again
+                await pubsub.unsubscribe(channel)
+
+    async def _listen(self) -> None:
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(ALIVE)
+                self._pubsub = pubsub
+                self._active.clear()
+                if self._by_run:
+                    channels = [keys.run_channel(r) for r in self._by_run]
+                    for channel in channels:
+                        self._confirming.setdefault(channel, asyncio.get_running_loop().create_future())
+                    await pubsub.subscribe(*channels)
+                self.subscribed.set()
+                # Anything published while we were not subscribed was missed: let waiters re-read.
+                self._wake_all()
+                last_linger = time.monotonic()
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
+                    if message is not None:
+                        self._on_message(message)
+                    if time.monotonic() - last_linger > 1.0:
+                        last_linger = time.monotonic()
+                        await self._linger(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.subscribed.clear()
+                self._pubsub = None
+                self._active.clear()
+                for pending in self._confirming.values():
+                    if not pending.done():
+                        pending.set_result(None)  # do not hold requests: they re-read when woken
+                self._confirming.clear()
+                logger.warning("transition subscription lost (%s); resubscribing", exc)
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()

@@ -70,7 +70,7 @@ async def wait_terminal(
     """The run's JSON as soon as it is terminal, else as it stands after `seconds`."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
-    with waiters.watch(run_id) as waiter:
+    async with waiters.watch(run_id) as waiter:
         # Registered before the read: a transition between the two still wakes us.
         body, status = await store.get_json_status(run_id, tenant=tenant)
         while not status.terminal:
@@ -134,7 +134,7 @@ def event_stream(
 
     async def stream() -> AsyncIterator[str]:
         sent = after
-        with waiters.watch(run_id) as waiter:
+        async with waiters.watch(run_id) as waiter:
             yield "retry: 1000\n\n"
             while True:
                 # Read after registering: nothing committed from here on can be missed.

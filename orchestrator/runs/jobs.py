@@ -57,7 +57,7 @@ def job_payload(run_id: str, attempt: int, *, now_ms: int | None = None) -> byte
 # start transition is a compare-and-set. Returns 1 if the job was created.
 ENQUEUE = """
 local job, job_result, queue, in_progress = unpack(KEYS)
-local payload, jid, score_offset_ms, expiry_ms, wake_channel = unpack(ARGV)
+local payload, jid, score_offset_ms, expiry_ms, wake_list = unpack(ARGV)
 local clock = redis.call('TIME')
 local score = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) - tonumber(score_offset_ms)
 redis.call('DEL', in_progress)
@@ -67,7 +67,8 @@ if redis.call('EXISTS', job, job_result) == 0 then
   created = 1
 end
 redis.call('ZADD', queue, 'NX', score, jid)
-redis.call('PUBLISH', wake_channel, '1')
+redis.call('LPUSH', wake_list, '1')
+redis.call('LTRIM', wake_list, 0, 99)
 return created
 """
 
@@ -87,6 +88,6 @@ async def enqueue_run(redis: Redis, run_id: str, attempt: int, *, queue_name: st
         jid,
         JOB_SCORE_OFFSET_MS,
         JOB_EXPIRY_MS,
-        keys.WAKE_CHANNEL,
+        keys.WAKE_LIST,
     )
     return bool(done)

@@ -6,10 +6,10 @@ from orchestrator.models import ExecutionStatus
 
 PREFIX = "orch"
 
-# Transition wake-ups for long-poll / SSE waiters and for workers (cancel).
-TRANSITIONS_CHANNEL = f"{PREFIX}:transitions"
-# Published after an enqueue so idle workers skip the rest of their poll sleep.
-WAKE_CHANNEL = f"{PREFIX}:wake"
+# One token per enqueue; an idle worker blocks on it (BLPOP), so one enqueue wakes one worker.
+WAKE_LIST = f"{PREFIX}:wake"
+# Workers that are running now (worker id -> expiry ms of its beacon), to see them from outside.
+WORKERS = f"{PREFIX}:workers"
 # run id -> lease deadline (ms) of the attempt that is executing it.
 LEASES = f"{PREFIX}:leases"
 # run id -> time (ms) after which its current attempt's job should be enqueued again if not started.
@@ -19,6 +19,16 @@ API_KEYS = f"{PREFIX}:apikeys"
 
 # Every tenant that ever created a run, and per tenant every flow: enough to name every index key.
 TENANTS = f"{PREFIX}:tenants"
+
+
+def run_channel(run_id: str) -> str:
+    """Pub/sub channel of one run's transition notices (the API subscribes while someone waits)."""
+    return f"{PREFIX}:run:{run_id}:notices"
+
+
+def worker_channel(worker_id: str) -> str:
+    """Pub/sub channel of one worker: notices of the runs it holds (a cancel, a take-over)."""
+    return f"{PREFIX}:w:{worker_id}"
 
 
 def tenant_flows(tenant: str) -> str:

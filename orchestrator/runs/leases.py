@@ -28,7 +28,7 @@ local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 ACQUIRE = (
     """
 local run, leases, pending = unpack(KEYS)
-local run_id, attempt, lease_ms = unpack(ARGV)
+local run_id, attempt, lease_ms, holder = unpack(ARGV)
 """
     + _NOW
     + """
@@ -37,6 +37,7 @@ if fields[1] ~= 'running' or fields[2] ~= attempt then return 0 end
 if redis.call('ZSCORE', leases, run_id) then return 0 end
 redis.call('ZADD', leases, now + tonumber(lease_ms), run_id)
 redis.call('ZREM', pending, run_id)
+if holder ~= '' then redis.call('HSET', run, 'holder', holder) end
 return 1
 """
 )
@@ -89,6 +90,22 @@ return redis.call('ZADD', pending, 'XX', now + tonumber(ms), run_id)
 )
 
 
+# A worker says it is alive: ZADD workers now + ttl id, and drop the ones that expired.
+# KEYS: 1 the workers zset. ARGV: 1 worker id, 2 ttl ms.
+PRESENT = (
+    """
+local workers = KEYS[1]
+local id, ttl = unpack(ARGV)
+"""
+    + _NOW
+    + """
+redis.call('ZREMRANGEBYSCORE', workers, '-inf', now)
+redis.call('ZADD', workers, now + tonumber(ttl), id)
+return 1
+"""
+)
+
+
 def heartbeat_args(held: Sequence[tuple[str, int]], *, lease_ms: int) -> list[str | int]:
     """ARGV of ``HEARTBEAT`` for the (run id, attempt) pairs a worker holds."""
     args: list[str | int] = [lease_ms]
@@ -114,11 +131,15 @@ class Leases:
         self._due = redis.register_script(DUE)
         self._postpone = redis.register_script(POSTPONE)
 
-    async def acquire(self, run_id: str, attempt: int) -> bool:
-        """Take the lease of a retried `attempt` of a run already running; False if not ours to take."""
+    async def acquire(self, run_id: str, attempt: int, *, holder: str = "") -> bool:
+        """Take the lease of a retried `attempt` of a run already running; False if not ours to take.
+
+        `holder` is the channel of the worker taking it (notices of the run go there).
+        """
         return bool(
             await self._acquire(
-                keys=[keys.run(run_id), keys.LEASES, keys.PENDING], args=[run_id, attempt, self.lease_ms]
+                keys=[keys.run(run_id), keys.LEASES, keys.PENDING],
+                args=[run_id, attempt, self.lease_ms, holder],
             )
         )
 

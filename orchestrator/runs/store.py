@@ -277,9 +277,10 @@ class RunStore:
                     out.append((await self.get(plan.run.id, tenant=tenant), False))
         return out
 
-    async def start(self, run_id: str, attempt: int) -> Stored:
+    async def start(self, run_id: str, attempt: int, *, holder: str = "") -> Stored:
         """Make `attempt` the executing one: queued -> running, or take a retried attempt's lease.
 
+        `holder` is the starting worker's notice channel: a cancel or a take-over is published there.
         Raises StaleAttempt when the run is terminal or another attempt is current.
         """
         while True:
@@ -287,7 +288,7 @@ class RunStore:
             if stored is None or stored.run.attempt != attempt or stored.run.status.terminal:
                 raise StaleAttempt(run_id)
             if stored.run.status is S.running:
-                if not await self.leases.acquire(run_id, attempt):
+                if not await self.leases.acquire(run_id, attempt, holder=holder):
                     raise StaleAttempt(run_id)
                 return stored
             run = advance(stored.run, S.running, now=self.clock())
@@ -296,6 +297,7 @@ class RunStore:
                 event_type=events.status_event(S.running),
                 lease=Deadline.after(self.lease_ms),
                 pending=Deadline.CLEAR,
+                holder=holder or None,
             )
             if await self._commit(stored, plan) == COMMITTED:
                 stored.run = run

@@ -79,6 +79,8 @@ class Plan:
     hook: Hook | None = None
     # A stopping worker handed the attempt back: the run's new count of such attempts.
     handbacks: int | None = None
+    # The channel of the worker that starts running the attempt (it then hears of cancels).
+    holder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,14 +126,15 @@ class TransitionArgs:
     job_score_offset_ms: int
     job_expiry_ms: int
     retention_ms: str  # '' = not terminal
-    notices_channel: str
-    wake_channel: str
+    run_channel: str  # the run's own notice channel (API waiters)
+    wake_list: str  # one token per enqueued job: one idle worker wakes
     require_lease_expired: str  # '1' or ''
     webhook: str  # '' = none (creation only)
     input: str  # '' = none (creation only)
     current_job_id: str
     notice: str
     handbacks: str  # '' = unchanged, else the run's count of attempts handed back by a stopping worker
+    holder: str  # '' = unchanged, else the channel of the worker now running the attempt
 
 
 KEY_NAMES = tuple(f.name for f in fields(TransitionKeys))
@@ -164,6 +167,9 @@ if require_lease_expired == '1' then
 end
 
 local old = redis.call('HGET', run, 'status')
+-- the worker running the previous state hears about this one (a cancel, a take-over)
+local previous_holder = redis.call('HGET', run, 'holder')
+if holder ~= '' then redis.call('HSET', run, 'holder', holder) end
 redis.call('HSET', run, 'json', execution, 'status', status, 'sequence', sequence,
   'attempt', attempt, 'tenant', tenant, 'flow', flow)
 if webhook ~= '' then redis.call('HSET', run, 'webhook', webhook) end
@@ -213,8 +219,12 @@ if retention_ms ~= '' then
   redis.call('ZREM', queue, current_job_id)
   redis.call('DEL', current_job)
 end
-redis.call('PUBLISH', notices_channel, notice)
-if woke then redis.call('PUBLISH', wake_channel, '1') end
+redis.call('PUBLISH', run_channel, notice)
+if previous_holder and previous_holder ~= holder then redis.call('PUBLISH', previous_holder, notice) end
+if woke then
+  redis.call('LPUSH', wake_list, '1')
+  redis.call('LTRIM', wake_list, 0, 99)
+end
 return {COMMITTED}
 """
 
@@ -281,14 +291,15 @@ def inputs(
         job_score_offset_ms=jobs.JOB_SCORE_OFFSET_MS,
         job_expiry_ms=jobs.JOB_EXPIRY_MS,
         retention_ms=str(retention_ms) if plan.retention else "",
-        notices_channel=keys.TRANSITIONS_CHANNEL,
-        wake_channel=keys.WAKE_CHANNEL,
+        run_channel=keys.run_channel(run.id),
+        wake_list=keys.WAKE_LIST,
         require_lease_expired="1" if plan.require_lease_expired else "",
         webhook=plan.hook.to_json() if plan.hook is not None else "",
         input=plan.input_json or "",
         current_job_id=current_job,
         notice=notice.format(),
         handbacks="" if plan.handbacks is None else str(plan.handbacks),
+        holder=plan.holder or "",
     )
     entry = OutboxEntry(
         id=message_id,

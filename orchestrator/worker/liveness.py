@@ -12,6 +12,7 @@ while the loop is stuck is ended ``failed``/``timeout`` from here, so its outcom
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import threading
@@ -26,7 +27,7 @@ import redis as sync_redis
 from orchestrator.flows import Flow
 from orchestrator.models import ExecutionStatus
 from orchestrator.runs import keys
-from orchestrator.runs.leases import HEARTBEAT, decode_ids, heartbeat_args
+from orchestrator.runs.leases import HEARTBEAT, PRESENT, decode_ids, heartbeat_args
 from orchestrator.runs.plans import terminal_plan
 from orchestrator.runs.states import advance
 from orchestrator.runs.store import STORED_FIELDS, parse_stored
@@ -64,7 +65,9 @@ class Liveness:
         clock: Callable[[], Any],
         on_lost: Callable[[list[str]], None],
         stall_seconds: float = 1.0,
+        worker_id: str = "",
     ) -> None:
+        self.worker_id = worker_id
         self.redis_url = redis_url
         self.lease_ms = lease_ms
         self.heartbeat_seconds = heartbeat_seconds
@@ -127,6 +130,7 @@ class Liveness:
         client = sync_redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=2)
         heartbeat = client.register_script(HEARTBEAT)
         transition = client.register_script(TRANSITION)
+        present = client.register_script(PRESENT)
         next_beat = 0.0
         warned_at = 0.0
         try:
@@ -142,8 +146,18 @@ class Liveness:
                 if now >= next_beat:
                     next_beat = now + self.heartbeat_seconds
                     self._beat(heartbeat)
+                    self._present(present)
         finally:
+            with contextlib.suppress(Exception):
+                client.zrem(keys.WORKERS, self.worker_id)
             client.close()
+
+    def _present(self, script: Any) -> None:
+        """Say this worker is alive (``orch:workers``), and forget workers that stopped saying so."""
+        if not self.worker_id:
+            return
+        with contextlib.suppress(Exception):  # best effort: the books, not liveness, depend on Redis
+            script(keys=[keys.WORKERS], args=[self.worker_id, int(self.heartbeat_seconds * 3000)])
 
     def _beat(self, script: Any) -> None:
         held = self.held()

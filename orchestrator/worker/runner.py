@@ -52,7 +52,9 @@ class Runner:
         executors: dict[Isolation, Executor],
         liveness: Liveness | None = None,
         metrics: MetricsBuffer | None = None,
+        holder: str = "",
     ) -> None:
+        self.holder = holder  # this worker's notice channel, recorded on the runs it starts
         self.store = store
         self.registry = registry
         self.executors = executors
@@ -64,7 +66,7 @@ class Runner:
         """Run `attempt` of `run_id` to its end and record the outcome; return what happened."""
         try:
             began = time.perf_counter()
-            stored = await self.store.start(run_id, attempt)
+            stored = await self.store.start(run_id, attempt, holder=self.holder)
         except StaleAttempt:
             logger.info("run %s attempt %d is not current; skipped", run_id, attempt)
             return "stale"

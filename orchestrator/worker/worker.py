@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from signal import Signals
 from typing import Any
@@ -160,6 +162,28 @@ async def _every(
             await asyncio.wait_for(stop.wait(), seconds)
 
 
+async def _wake_on_enqueue(worker: WakingWorker, pool: ArqRedis, stop: asyncio.Event) -> None:
+    """Take one wake-up token per enqueue (BLPOP) while this worker has room for a run.
+
+    One enqueue wakes one idle worker, not all of them (no thundering herd on arq's queue); a worker
+    with no free slot leaves the token to the others. arq's poll stays as the fallback.
+    """
+    delay = 0.1
+    while not stop.is_set():
+        if worker.job_counter >= worker.max_jobs or not worker.allow_pick_jobs:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.wake.wait(), 0.2)
+            continue
+        try:
+            if await pool.blpop([keys.WAKE_LIST], timeout=1):
+                worker.wake.set()
+            delay = 0.1
+        except (RedisError, OSError) as exc:
+            logger.debug("wake-up list unreachable (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def _async(action: Callable[[], None]) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
         action()
@@ -171,8 +195,11 @@ def build_worker(
     settings: Settings, registry: Registry, *, burst: bool = False, **overrides: Any
 ) -> WakingWorker:
     """Build a worker serving `registry` with the tuning in `settings`."""
-    tasks: list[asyncio.Task[None]] = []
+    tasks: list[asyncio.Task[None]] = []  # loops that stop at their next step
+    cancellable: list[asyncio.Task[None]] = []  # waits that are cancelled (a subscription, a BLPOP)
     closers: list[Callable[[], Awaitable[None]]] = []
+    worker_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    channel = keys.worker_channel(worker_id)
     stop = asyncio.Event()
     clock = RedisClock()
     worker: WakingWorker
@@ -205,7 +232,7 @@ def build_worker(
             pool_executor.start()
             executors["process"] = pool_executor
             closers.append(pool_executor.close)
-        runner = Runner(store, registry, executors=executors, metrics=metrics)
+        runner = Runner(store, registry, executors=executors, metrics=metrics, holder=channel)
         liveness = Liveness(
             redis_url=settings.redis_url,
             lease_ms=store.lease_ms,
@@ -215,6 +242,7 @@ def build_worker(
             clock=store.clock,
             on_lost=runner.on_lost,
             stall_seconds=settings.worker_stall_seconds,
+            worker_id=worker_id,
         )
         runner.liveness = liveness
         liveness.start()
@@ -223,22 +251,16 @@ def build_worker(
         ctx["store"] = store
         loop = asyncio.get_running_loop()
 
-        def on_message(channel: str, data: bytes) -> None:
-            if channel == keys.WAKE_CHANNEL:
-                worker.wake.set()
-            elif (notice := Notice.parse(data)) is not None:
+        def on_message(_channel: str, data: bytes) -> None:
+            if (notice := Notice.parse(data)) is not None:
                 runner.on_notice(notice)
 
-        # One subscription per worker: enqueue wake-ups, and transitions (to stop cancelled runs).
-        # After a (re)subscribe an enqueue may have been missed: look at the queue again.
-        subscription = Subscription(
-            pool,
-            (keys.WAKE_CHANNEL, keys.TRANSITIONS_CHANNEL),
-            on_message=on_message,
-            on_connected=worker.wake.set,
-            name="worker subscription",
-        )
-        tasks.append(loop.create_task(subscription.run()))
+        # This worker's own channel: notices of the runs it holds only (a cancel, a take-over), so
+        # a worker's cost per run does not grow with the number of workers. The heartbeat catches
+        # a notice missed while reconnecting.
+        subscription = Subscription(pool, (channel,), on_message=on_message, name="worker subscription")
+        cancellable.append(loop.create_task(subscription.run()))
+        cancellable.append(loop.create_task(_wake_on_enqueue(worker, pool, stop)))
         tasks.append(loop.create_task(clock.run(pool, stop)))
 
         async def sweep_once() -> None:
@@ -258,13 +280,14 @@ def build_worker(
         # Let the loops finish what they are doing (a half-run Redis pipeline leaks its
         # connection), then cancel whatever is still waiting (the subscription).
         stop.set()
-        listener, loops = tasks[0], tasks[1:]
-        listener.cancel()
-        _, late = await asyncio.wait(loops, timeout=5.0) if loops else (set(), set())
+        for task in cancellable:
+            task.cancel()
+        _, late = await asyncio.wait(tasks, timeout=5.0) if tasks else (set(), set())
         for task in late:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *cancellable, return_exceptions=True)
         tasks.clear()
+        cancellable.clear()
         for close in closers:
             await close()
         closers.clear()

@@ -125,7 +125,7 @@ async def test_worker_wakes_on_enqueue_without_waiting_for_its_poll(
 ) -> None:
     slow_poll = settings.model_copy(update={"worker_poll_delay": 3600.0})
     async with running_worker(slow_poll, registry):
-        await wait_for(lambda: redis.pubsub_numsub(keys.WAKE_CHANNEL), timeout=5)
+        await wait_for(lambda: redis.zcard(keys.WORKERS), timeout=5)
         # The worker has done its first poll and now sleeps for an hour unless woken.
         done = await run_to_end(store, "noop", {}, timeout=30)
     assert done.status is S.success

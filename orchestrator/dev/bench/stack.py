@@ -113,8 +113,7 @@ class Stack:
         assert self.redis is not None
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            subs = dict(await self.redis.pubsub_numsub("orch:wake"))
-            if subs.get(b"orch:wake", 0) >= n:
+            if await self.redis.zcard("orch:workers") >= n:  # each worker's liveness beacon
                 return
             await asyncio.sleep(0.05)
         raise RuntimeError("the bench workers did not start")
