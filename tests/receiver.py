@@ -78,3 +78,52 @@ class Receiver:
 async def hang(request: web.Request) -> web.StreamResponse:
     await asyncio.sleep(3600)
     return web.Response(status=200)
+
+
+@dataclass
+class RawRequest:
+    """One request exactly as it came over the socket: its request target, headers and body."""
+
+    target: bytes
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class RawReceiver:
+    """A bare asyncio HTTP/1.1 server that records the raw request target (no framework parsing it)."""
+
+    requests: list[RawRequest] = field(default_factory=list)
+    url: str = ""
+    status: int = 200
+    _server: asyncio.Server | None = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            line, *header_lines = head.decode("latin-1").split("\r\n")
+            _method, target, _version = line.split(" ")
+            headers = {}
+            for h in header_lines:
+                if h:
+                    name, _, value = h.partition(":")
+                    headers[name.strip().lower()] = value.strip()
+            body = await reader.readexactly(int(headers.get("content-length", "0")))
+            self.requests.append(RawRequest(target.encode("latin-1"), headers, body))
+            writer.write(
+                f"HTTP/1.1 {self.status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
+            )
+            await writer.drain()
+        finally:
+            writer.close()
+
+    async def start(self) -> RawReceiver:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()

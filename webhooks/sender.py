@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aiohttp
+from yarl import URL
 
 from webhooks.models import Attempt
 from webhooks.retry import parse_retry_after
@@ -17,6 +18,47 @@ from webhooks.signing import headers_for
 from webhooks.ssrf import guarded_connector
 
 logger = logging.getLogger(__name__)
+
+
+# What may stand unescaped in a request target (RFC 3986 pchar, "/" and "?"): unreserved characters,
+# sub-delims, ":" and "@". "%" is kept when it starts an escape (two hex digits follow).
+_TARGET_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,;=:@/?")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _minimal_quote(target: str) -> str:
+    """Percent-encode only what cannot appear in a request target; every other byte stays as written."""
+    out: list[str] = []
+    for i, ch in enumerate(target):
+        if ch in _TARGET_SAFE:
+            out.append(ch)
+        elif ch == "%" and len(target) > i + 2 and target[i + 1] in _HEX and target[i + 2] in _HEX:
+            out.append(ch)  # an escape, in the case it was written (%2f stays %2f)
+        else:
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8"))
+    return "".join(out)
+
+
+def wire_url(url: str) -> URL:
+    """The URL to send to: path and query byte for byte as registered (issue 14).
+
+    aiohttp re-quotes a URL by default (``%2F`` becomes ``/``, ``%28`` becomes ``(``), but receivers
+    sign and compare the URL they registered. Only what cannot stand in a request target at all
+    (non-ASCII, spaces, ``"<>\\^`{|}``, a ``%`` that starts no escape) is percent-encoded, as a
+    browser would; the fragment is never sent. A non-ASCII host goes as its IDNA (punycode) form.
+    Raises ValueError for a URL yarl cannot parse (refused at registration anyway).
+    """
+    parsed = URL(url)
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return parsed
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    authority, target = rest[:cut], rest[cut:].partition("#")[0]
+    if not authority.isascii():
+        authority = parsed.raw_authority
+    if not target.startswith("/"):
+        target = "/" + target  # origin-form always starts with "/" ("http://h?x" asks for "/?x")
+    return URL(f"{scheme}://{authority}{_minimal_quote(target)}", encoded=True)
 
 
 @dataclass
@@ -67,7 +109,7 @@ class Sender:
         response_body: str | None = None
         try:
             async with self._get_session().post(
-                url, data=body.encode(), headers=headers, allow_redirects=False
+                wire_url(url), data=body.encode(), headers=headers, allow_redirects=False
             ) as resp:
                 status = resp.status
                 retry_after = parse_retry_after(resp.headers.get("retry-after"))

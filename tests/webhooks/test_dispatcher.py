@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tests.deadlines import wait_for
-from tests.receiver import Receiver, hang
+from tests.receiver import RawReceiver, Receiver, hang
 from tests.redis_server import RedisServer
 from tests.webhooks.helpers import FAST, deliveries_of, endpoint, publish, running_dispatcher
 from webhooks import keys, verify
@@ -273,3 +273,20 @@ async def test_an_attempt_made_while_redis_goes_away_is_recorded_once_it_is_back
         await receiver.stop()
         await redis.aclose()
         server.stop()
+
+
+async def test_the_dispatcher_sends_the_registered_url_unchanged(
+    redis: Redis, dispatcher: Dispatcher
+) -> None:
+    raw = await RawReceiver().start()
+    try:
+        target = "/hook%2Fx?token=abc%2Fdef%28x%29&sig=a%3d%3D"
+        _, secret = await endpoint(redis, raw.url + target)
+        await publish(redis)
+        await wait_for(lambda: len(raw.requests) == 1)
+        [got] = raw.requests
+        assert got.target == target.encode()
+        standard.Webhook(secret).verify(got.body, got.headers)
+        svix_webhooks.Webhook(secret).verify(got.body, got.headers)
+    finally:
+        await raw.stop()
