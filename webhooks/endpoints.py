@@ -9,13 +9,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from webhooks import keys, scripts
+from webhooks import keys, scripts, secrets
 from webhooks.errors import EndpointNotFound
 from webhooks.ids import is_valid, new_id
 from webhooks.models import DeliveryStatus, Endpoint, redis_now, to_ms
 from webhooks.signing import generate_secret
-
-ROTATION_OVERLAP_MS = 24 * 3600 * 1000
 
 
 def _to_hash(values: dict[str, Any]) -> dict[str, str]:
@@ -141,26 +139,21 @@ class EndpointStore:
             await tx.execute()
 
     async def rotate_secret(self, endpoint_id: str, *, tenant: str) -> str:
-        """Give the endpoint a new secret; the old one keeps signing beside it for 24 h."""
-        endpoint = await self.get(endpoint_id, tenant=tenant)
-        secret = generate_secret()
-        await _write(
-            self.redis,
-            keys.endpoint(endpoint_id),
-            {
-                "secret": secret,
-                "previous_secret": endpoint.secret,
-                "previous_secret_until": to_ms(await redis_now(self.redis)) + ROTATION_OVERLAP_MS,
-            },
-        )
-        return secret
+        """Give the endpoint a new secret; the current one keeps signing beside it for 24 h.
+
+        Raises EndpointNotFound, or TooManyRotations (409) at ``MAX_PREVIOUS_SECRETS``.
+        """
+        await self.get(endpoint_id, tenant=tenant)
+        return await secrets.rotate_endpoint_secret(self.redis, endpoint_id)
 
     async def default_secret(self, tenant: str) -> str:
         """The tenant's default secret (made on first use), which signs one-run webhooks."""
-        key = keys.default_secret(tenant)
-        await self.redis.set(key, generate_secret(), nx=True)
-        raw = await self.redis.get(key)
-        return str(raw.decode())
+        current, _ = await secrets.default_secrets(self.redis, tenant)
+        return current
+
+    async def rotate_default_secret(self, tenant: str) -> str:
+        """A new default secret for the tenant; the current one keeps signing beside it for 24 h."""
+        return await secrets.rotate_default_secret(self.redis, tenant)
 
     async def mark_failure(self, endpoint_id: str) -> tuple[int, int] | None:
         """Note a failed attempt; return (failing since, now) in Redis's ms (None: the endpoint is gone)."""

@@ -27,6 +27,11 @@ def default_secret(tenant: str) -> str:
     return f"{PREFIX}:t:{tenant}:default-secret"
 
 
+def default_secret_retired(tenant: str) -> str:
+    """JSON list of the tenant's retired default secrets, each ``{secret, until}`` (webhooks.secrets)."""
+    return f"{PREFIX}:t:{tenant}:default-secret:retired"
+
+
 def message(message_id: str) -> str:
     """Hash of one message: type, tenant, subject, body, created (ms)."""
     return f"{PREFIX}:msg:{message_id}"

@@ -55,6 +55,18 @@ class DeliveryStatus(StrEnum):
     failed = "failed"
 
 
+class RetiredSecret(BaseModel):
+    """A secret replaced by a rotation, signing beside the current one until ``until`` (unix ms)."""
+
+    secret: str
+    until: int
+
+
+def live_secrets(current: str, retired: list[RetiredSecret], now_ms: int) -> list[str]:
+    """The secrets that sign at `now_ms` (Redis's ms): the current one first, then each still live."""
+    return [current, *(r.secret for r in retired if r.until > now_ms)]
+
+
 class Endpoint(WireModel):
     """A subscription: a URL, its secrets and its filters (stored form, secrets included)."""
 
@@ -68,7 +80,9 @@ class Endpoint(WireModel):
     created_at: Timestamp
     updated_at: Timestamp | None = None
     secret: str
-    # The secret replaced by the last rotation, and until when (unix ms) it still signs.
+    # Secrets rotated out, newest first, each signing until its time (webhooks.secrets).
+    previous_secrets: list[RetiredSecret] = Field(default_factory=list)
+    # Endpoints stored before `previous_secrets` kept one: read until their next rotation moves it.
     previous_secret: str | None = None
     previous_secret_until: int | None = None
     # Health: when deliveries started failing without a success since, and why it is disabled.
@@ -77,11 +91,12 @@ class Endpoint(WireModel):
     disabled_at: int | None = None
 
     def signing_secrets(self, now_ms: int) -> list[str]:
-        """The secrets that sign a delivery now: the current one, plus the old one while it lasts."""
-        out = [self.secret]
-        if self.previous_secret and (self.previous_secret_until or 0) > now_ms:
-            out.append(self.previous_secret)
-        return out
+        """The secrets that sign a delivery at `now_ms` (Redis's ms): the current one, then every
+        secret rotated out whose 24 h overlap still runs."""
+        retired = list(self.previous_secrets)
+        if self.previous_secret and self.previous_secret_until:
+            retired.append(RetiredSecret(secret=self.previous_secret, until=self.previous_secret_until))
+        return live_secrets(self.secret, retired, now_ms)
 
 
 class EndpointOut(WireModel):

@@ -36,6 +36,9 @@ class DispatcherSettings:
     outbox_batch: int = 200
     group: str = "dispatchers"
     idle_poll_seconds: float = field(default=0.05)
+    # A dispatcher re-reads a tenant's default secret (one-run webhooks) at most this often: a
+    # rotation is used everywhere within about this long (the old secret still signs for 24 h).
+    default_secret_refresh_seconds: float = 2.0
     # On stop, attempts in flight get this long to finish; the rest are cancelled and, being
     # claimed with a deadline, are simply due again for whichever dispatcher runs next.
     shutdown_grace_seconds: float = 5.0

@@ -289,6 +289,10 @@ class Webhooks:
         """The tenant's default secret."""
         return self._c._run(self._c._async.webhooks.default_secret())
 
+    def rotate_default_secret(self) -> str:
+        """A new default secret; every one rotated out within 24 h keeps signing beside it."""
+        return self._c._run(self._c._async.webhooks.rotate_default_secret())
+
 
 class Client:
     """The webhook-orchestrator API, synchronously: ``client.flows``, ``client.runs``, ``client.webhooks``."""

@@ -131,3 +131,8 @@ class AsyncWebhooks:
     async def default_secret(self) -> str:
         """The tenant's default secret, which signs one-run webhooks given at run creation."""
         return str((await self._client.request("GET", "/v1/webhooks/default-secret")).json()["secret"])
+
+    async def rotate_default_secret(self) -> str:
+        """A new default secret; every one rotated out within 24 h keeps signing beside it."""
+        answer = await self._client.request("POST", "/v1/webhooks/default-secret/rotate", retryable=False)
+        return str(answer.json()["secret"])

@@ -161,7 +161,10 @@ async def test_webhook_resource_round_trip(sdk: AsyncClient) -> None:
     from datetime import UTC, datetime
 
     assert await sdk.webhooks.recover(ep.id, datetime(2020, 1, 1, tzinfo=UTC)) == 0
-    assert (await sdk.webhooks.default_secret()).startswith("whsec_")
+    default = await sdk.webhooks.default_secret()
+    assert default.startswith("whsec_")
+    rotated = await sdk.webhooks.rotate_default_secret()
+    assert rotated != default and await sdk.webhooks.default_secret() == rotated
     await sdk.webhooks.delete(ep.id)
     with pytest.raises(NotFoundError):
         await sdk.webhooks.get(ep.id)

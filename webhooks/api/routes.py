@@ -151,6 +151,7 @@ class WebhookAPI:
             Route("/v1/webhooks", self.create, methods=["POST"]),
             Route("/v1/webhooks", self.list, methods=["GET"]),
             Route("/v1/webhooks/default-secret", self.default_secret, methods=["GET"]),
+            Route("/v1/webhooks/default-secret/rotate", self.rotate_default_secret, methods=["POST"]),
             Route("/v1/webhooks/{endpoint_id}", self.get, methods=["GET"]),
             Route("/v1/webhooks/{endpoint_id}", self.patch, methods=["PATCH"]),
             Route("/v1/webhooks/{endpoint_id}", self.delete, methods=["DELETE"]),
@@ -246,13 +247,16 @@ class WebhookAPI:
         return Response(status_code=204)
 
     @operation(
-        summary="Rotate the secret (the old one signs beside it for 24 h)",
+        summary="Rotate the secret (every secret rotated out within 24 h signs beside it)",
         tag="Webhooks",
         responses={200: SecretOut},
-        errors=(401, 404, 503),
+        errors=(401, 404, 409, 503),
     )
     async def rotate(self, request: Request) -> Response:
-        """``POST /v1/webhooks/{id}/rotate-secret``: the new secret; the old one signs for 24 h more."""
+        """``POST /v1/webhooks/{id}/rotate-secret``: the new secret; the old one signs for 24 h more.
+
+        409 ``conflict`` when ``MAX_PREVIOUS_SECRETS`` rotated-out secrets still sign (webhooks.secrets).
+        """
         tenant = await self.authenticate(request)
         endpoints, _ = self.stores(request)
         secret = await endpoints.rotate_secret(request.path_params["endpoint_id"], tenant=tenant)
@@ -268,6 +272,19 @@ class WebhookAPI:
         tenant = await self.authenticate(request)
         endpoints, _ = self.stores(request)
         return JSONResponse({"secret": await endpoints.default_secret(tenant)})
+
+    @operation(
+        summary="Rotate the tenant's default secret (every one rotated out within 24 h signs beside it)",
+        tag="Webhooks",
+        responses={200: SecretOut},
+        errors=(401, 409, 503),
+    )
+    async def rotate_default_secret(self, request: Request) -> Response:
+        """``POST /v1/webhooks/default-secret/rotate``: the new default secret (dispatchers use it within
+        seconds); the old one signs beside it for 24 h. 409 ``conflict`` at ``MAX_PREVIOUS_SECRETS``."""
+        tenant = await self.authenticate(request)
+        endpoints, _ = self.stores(request)
+        return JSONResponse({"secret": await endpoints.rotate_default_secret(tenant)})
 
     @operation(
         summary="Send a webhook.test message",
