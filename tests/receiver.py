@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,16 +53,19 @@ class Receiver:
             return web.Response(status=status, headers=headers, text="scripted")
         return web.Response(status=answer, text=f"answer {answer}")
 
-    async def start(self, port: int = 0) -> Receiver:
-        """Listen on loopback (`port`, or a free one); a stopped receiver can start again on its port."""
+    async def start(self, port: int = 0, *, ssl_context: ssl.SSLContext | None = None) -> Receiver:
+        """Listen on loopback (`port`, or a free one); a stopped receiver can start again on its port.
+
+        With `ssl_context` it serves HTTPS (its url then names ``localhost``, the certificate's name).
+        """
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", port)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=ssl_context)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/hook"
+        self.url = f"https://localhost:{port}/hook" if ssl_context else f"http://127.0.0.1:{port}/hook"
         return self
 
     async def stop(self) -> None:

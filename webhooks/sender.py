@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -70,18 +71,37 @@ class SendResult:
     retry_after: float | None
 
 
+def tls_context(ca_bundle: str | None) -> ssl.SSLContext | bool:
+    """How deliveries verify TLS: the system's CAs, plus those of `ca_bundle` (a PEM file) if given.
+
+    A private CA is added to the system's trust, never put in its place, so public receivers keep
+    working. Raises ValueError naming the file when it cannot be read as PEM certificates.
+    """
+    if not ca_bundle:
+        return True  # aiohttp's default: the system's CAs, full verification
+    ctx = ssl.create_default_context()
+    try:
+        ctx.load_verify_locations(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"CA bundle {ca_bundle!r} cannot be read as PEM certificates: {exc}") from None
+    return ctx
+
+
 class Sender:
     """Owns the one ClientSession of a dispatcher process (call ``close()`` when done)."""
 
     def __init__(self, settings: DispatcherSettings) -> None:
         self.settings = settings
         self._session: aiohttp.ClientSession | None = None
+        self._tls = tls_context(settings.ca_bundle)  # read once, at start: a bad file fails early
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=guarded_connector(
-                    allow_private=self.settings.allow_private, limit=self.settings.max_in_flight
+                    allow_private=self.settings.allow_private,
+                    limit=self.settings.max_in_flight,
+                    ssl=self._tls,
                 ),
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
                 headers={"user-agent": self.settings.user_agent},

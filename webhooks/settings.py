@@ -31,6 +31,8 @@ class DispatcherSettings:
     # ...or as soon as that dispatcher has not refreshed its liveness beacon for this long.
     liveness_seconds: float = 5.0
     progress_interval_seconds: float = 0.5
+    # A PEM file of CA certificates trusted besides the system's (a private CA); None: the system's only.
+    ca_bundle: str | None = None
     user_agent: str = "webhook-orchestrator/0.1 (+standard-webhooks)"
     response_body_bytes: int = 1024
     outbox_batch: int = 200
