@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     webhook_endpoint_concurrency: int = Field(default=10, ge=1)
     webhook_max_in_flight: int = Field(default=500, ge=1)
     webhook_disable_after_seconds: float = Field(default=5 * 24 * 3600, gt=0)
+    # `message.attempt.failing` goes out after this many consecutive failed attempts of a message.
+    webhook_failing_after: int = Field(default=4, ge=1)
     # Probes of an endpoint disabled for failing, seconds after it was disabled (the last repeats).
     webhook_probe_schedule: tuple[float, ...] = DEFAULT_PROBE_SCHEDULE
     webhook_delivered_retention_seconds: int = Field(default=7 * 24 * 3600, gt=0)
@@ -145,6 +147,7 @@ class Settings(BaseSettings):
             delivered_retention_seconds=self.webhook_delivered_retention_seconds,
             failed_retention_seconds=self.webhook_failed_retention_seconds,
             ca_bundle=self.webhook_ca_bundle,
+            failing_after=self.webhook_failing_after,
         )
 
     def to_env(self) -> dict[str, str]:

@@ -15,7 +15,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from webhooks.deliveries import Delivery, DeliveryStore
+from webhooks.alerts import MESSAGE_EXHAUSTED, MESSAGE_FAILING, MESSAGE_RECOVERED, Alert, alert, message_data
+from webhooks.deliveries import Delivery, DeliveryStore, Recorded
 from webhooks.endpoints import EndpointStore
 from webhooks.health import FAILING, Health
 from webhooks.metrics import MetricsBuffer
@@ -79,7 +80,13 @@ class Attempts:
                 return
             url = endpoint.url
             secrets = endpoint.signing_secrets(dlv.taken_ms)  # Redis's time: the rotation window's
-        result = await self.sender.send(url, message_id=message.id, body=message.body, secrets=secrets)
+        result = await self.sender.send(
+            url,
+            message_id=message.id,
+            body=message.body,
+            secrets=secrets,
+            headers=endpoint.headers if endpoint is not None and not dlv.url else None,
+        )
         self.sent += 1
         outcome = classify(
             result.status,
@@ -99,15 +106,50 @@ class Attempts:
         )
         self.metrics.observe("wh_attempt_seconds", result.attempt.duration_ms / 1000)
         self.metrics.inc("wh_attempts_total", {"outcome": outcome.decision.value})
-        if outcome.decision is Decision.delivered:
-            await self._record(dlv, result.attempt, S.succeeded)
+        delivered = outcome.decision is Decision.delivered
+        alerts = self._alerts(dlv, endpoint, result.attempt, outcome.decision) if not dlv.url else []
+        if delivered:
+            status, delay_ms = S.succeeded, None
         elif outcome.decision is Decision.retry:
             assert outcome.delay is not None
-            await self._record(dlv, result.attempt, S.pending, delay_ms=int(outcome.delay * 1000))
+            status, delay_ms = S.pending, int(outcome.delay * 1000)
         else:
-            await self._record(dlv, result.attempt, S.failed)
-        if endpoint is not None:
-            await self.health.after_attempt(endpoint, outcome.decision)
+            status, delay_ms = S.failed, None
+        recorded = await self._record(
+            dlv, result.attempt, status, delay_ms, health="ok" if delivered else "fail", alerts=alerts
+        )
+        if endpoint is not None and not dlv.url and recorded.done:
+            await self.health.after_attempt(endpoint, outcome.decision, recorded)
+
+    def _alerts(
+        self, dlv: Delivery, endpoint: Endpoint | None, attempt: Attempt, decision: Decision
+    ) -> list[tuple[str, Alert]]:
+        """The alerts this attempt may raise (``webhooks.alerts``), each with when RECORD appends it."""
+        if endpoint is None or dlv.message is None:
+            return []
+
+        def one(event_type: str) -> Alert:
+            assert endpoint is not None and dlv.message is not None
+            data = message_data(
+                endpoint_id=endpoint.id,
+                message_id=dlv.message_id,
+                event_type=dlv.message.type,
+                subject=dlv.message.subject,
+                attempts=dlv.attempts + 1,
+                last=attempt,
+            )
+            return alert(
+                event_type, tenant=endpoint.tenant, endpoint_id=endpoint.id, data=data, at_ms=self.clock()
+            )
+
+        if decision is Decision.delivered:
+            return [("a", one(MESSAGE_RECOVERED))] if dlv.alerted else []
+        out: list[tuple[str, Alert]] = []
+        if dlv.attempt_number == self.settings.failing_after:
+            out.append(("a", one(MESSAGE_FAILING)))
+        if decision is not Decision.retry:
+            out.append(("x", one(MESSAGE_EXHAUSTED)))  # only if the delivery does end failed
+        return out
 
     async def _default_signing_secrets(self, dlv: Delivery) -> list[str]:
         """The tenant default secret and those it replaced within 24 h (cached for a few seconds)."""
@@ -118,8 +160,15 @@ class Attempts:
         return live_secrets(cached[0], cached[1], dlv.taken_ms)  # Redis's time: the overlap's clock
 
     async def _record(
-        self, dlv: Delivery, attempt: Attempt, status: DeliveryStatus, delay_ms: int | None = None
-    ) -> None:
+        self,
+        dlv: Delivery,
+        attempt: Attempt,
+        status: DeliveryStatus,
+        delay_ms: int | None = None,
+        *,
+        health: str = "",
+        alerts: list[tuple[str, Alert]] | None = None,
+    ) -> Recorded:
         """Write down an attempt that happened, riding out a Redis outage while our claim lasts.
 
         Giving up at once would leave the delivery claimed until the claim expires (timeout +
@@ -132,8 +181,15 @@ class Attempts:
         fenced = False
         while True:
             try:
-                await self.deliveries.record(dlv, attempt, status=status, delay_ms=delay_ms, fenced=fenced)
-                return
+                return await self.deliveries.record(
+                    dlv,
+                    attempt,
+                    status=status,
+                    delay_ms=delay_ms,
+                    fenced=fenced,
+                    health=health,
+                    alerts=alerts or (),
+                )
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 if time.monotonic() + delay >= until:
                     raise

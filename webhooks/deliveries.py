@@ -10,8 +10,11 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from webhooks import keys, scripts
+from webhooks.alerts import EVENT_LOG_MAX, Alert
+from webhooks.delivery_reads import DeliveryReads
 from webhooks.ids import id_floor, new_id
-from webhooks.models import Attempt, DeliveryOut, DeliveryStatus, Endpoint, format_timestamp, from_ms
+from webhooks.models import Attempt, DeliveryStatus, Endpoint, format_timestamp, from_ms
+from webhooks.outbox import OUTBOX_STREAM
 
 MAX_LOG = 50
 S = DeliveryStatus
@@ -29,13 +32,15 @@ class Message:
     created_ms: int
 
 
-@dataclass
-class DeliveryState:
-    """Where one delivery stands: status, next attempt (RFC 3339) while pending, every attempt."""
+@dataclass(frozen=True)
+class Recorded:
+    """What recording an attempt did: whether it was written, the endpoint's failure streak (its
+    start and Redis's now, ms) and whether a success found the endpoint disabled for failing."""
 
-    status: str
-    next_attempt_at: str | None
-    attempts: list[Attempt]
+    done: bool
+    failing_since: int | None = None
+    now_ms: int = 0
+    heal: bool = False
 
 
 @dataclass
@@ -57,6 +62,8 @@ class Delivery:
     # Redis's time at the take (ms), and this process's monotonic clock then (s).
     taken_ms: int = 0
     taken_mono: float = 0.0
+    # An alert (failing, exhausted) went out about it: a success then raises `recovered`.
+    alerted: bool = False
 
     @property
     def attempt_number(self) -> int:
@@ -87,7 +94,7 @@ def test_message(endpoint: Endpoint, *, now_ms: int, note: str) -> Message:
     return Message(new_id("msg", now_ms=now_ms), TEST_EVENT, endpoint.tenant, endpoint.id, body, now_ms)
 
 
-class DeliveryStore:
+class DeliveryStore(DeliveryReads):
     """All the delivery state, in Redis; the scripts keep queue, row and listings consistent."""
 
     def __init__(self, redis: Redis, *, failed_ttl_ms: int, delivered_ttl_ms: int) -> None:
@@ -211,6 +218,7 @@ class DeliveryStore:
                     claimed_until=claim_until_ms,
                     taken_ms=now_ms,
                     taken_mono=taken_mono,
+                    alerted=d.get("alerted") == "1",
                 )
             )
         return out, now_ms
@@ -226,6 +234,10 @@ class DeliveryStore:
             keys.listing(ep, S.succeeded),
             keys.listing(ep, S.failed),
             keys.message(dlv.message_id),
+            keys.endpoint(ep),
+            keys.failed_at(ep),
+            OUTBOX_STREAM,
+            keys.endpoint_events(ep),
         ]
 
     async def record(
@@ -237,16 +249,21 @@ class DeliveryStore:
         delay_ms: int | None,
         sent: bool = True,
         fenced: bool = False,
-    ) -> bool:
+        health: str = "",
+        alerts: Sequence[tuple[str, Alert]] = (),
+    ) -> Recorded:
         """Log `attempt` and move the delivery to `status` (pending: due again `delay_ms` from now).
 
         `sent=False` logs a note without counting an attempt (nothing went on the wire).
         `fenced=True` writes only while our claim still holds (its score is still in the due queue):
         a retry after an error that may have come after the script ran is then a no-op the second
         time, and one made after the claim passed to another dispatcher changes nothing.
+        `health` (``fail`` or ``ok``) updates the endpoint's failure streak in the same step; each of
+        `alerts` is appended with it, ``("x", alert)`` only if the delivery ends failed, ``("a", alert)``
+        always (``webhooks.alerts``). See ``scripts.RECORD``.
         """
         ttl = self.delivered_ttl_ms if status is S.succeeded else self.failed_ttl_ms
-        done = await self._record(
+        reply = await self._record(
             keys=self._row_keys(dlv),
             args=[
                 dlv.id,
@@ -259,9 +276,22 @@ class DeliveryStore:
                 MAX_LOG,
                 "1" if sent else "0",
                 dlv.claimed_until if fenced and dlv.claimed_until is not None else "",
+                health,
+                dlv.taken_ms,
+                EVENT_LOG_MAX,
+                len(alerts),
+                *(arg for when, one in alerts for arg in (when, *one.args())),
             ],
         )
-        return bool(done)
+        if not int(reply[0]):
+            return Recorded(done=False)
+        since = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+        return Recorded(
+            done=True,
+            failing_since=int(since) if since else None,
+            now_ms=int(reply[2]),
+            heal=reply[3] in (b"1", "1"),
+        )
 
     async def postpone(self, dlv: Delivery, *, min_ms: int) -> None:
         """Park a pending delivery until its endpoint's next probe (at least `min_ms`), no attempt spent."""
@@ -303,6 +333,14 @@ class DeliveryStore:
         await self.schedule([(message.id, endpoint.id, now_ms, endpoint.tenant, "")])
         return message.id
 
+    async def replay_failed(self, endpoint_id: str, since_ms: int) -> int:
+        """Send again every message of the endpoint that *failed* at or after `since_ms` (Redis's ms,
+        whenever it was created): what a heal owes (``failed-at``); return how many."""
+        count = 0
+        for raw in await self.redis.zrangebyscore(keys.failed_at(endpoint_id), since_ms, "+inf"):
+            count += await self.requeue(raw.decode(), endpoint_id)
+        return count
+
     async def recover(self, endpoint_id: str, since_ms: int) -> int:
         """Send every failed message of the endpoint created since `since_ms` again; return how many."""
         count = 0
@@ -315,85 +353,3 @@ class DeliveryStore:
         floor = id_floor("msg", since_ms)
         ids = await self.redis.zrangebylex(keys.listing(endpoint_id, S.failed), f"[{floor}", "+")
         return [i.decode() for i in ids]
-
-    async def rows(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], DeliveryState]:
-        """State of the deliveries of (message id, endpoint id) pairs that exist."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for msg_id, ep_id in pairs:
-                dlv = keys.delivery_id(msg_id, ep_id)
-                pipe.hgetall(keys.delivery(dlv))
-                pipe.lrange(keys.delivery_log(dlv), 0, -1)
-            rows = await pipe.execute()
-        out: dict[tuple[str, str], DeliveryState] = {}
-        for i, pair in enumerate(pairs):
-            raw, log = rows[2 * i], rows[2 * i + 1]
-            if not raw:
-                continue
-            d = {k.decode(): v.decode() for k, v in raw.items()}
-            nxt = d.get("next", "")
-            out[pair] = DeliveryState(
-                status=d["status"],
-                next_attempt_at=format_timestamp(from_ms(int(nxt)))
-                if nxt and d["status"] == "pending"
-                else None,
-                attempts=[Attempt.model_validate_json(a) for a in log],
-            )
-        return out
-
-    async def page(
-        self, endpoint_id: str, *, status: DeliveryStatus | None, limit: int, cursor: str | None
-    ) -> tuple[list[DeliveryOut], str | None]:
-        """A newest-first page of the endpoint's deliveries, each with its attempts."""
-        index = keys.listing(endpoint_id, status)
-        upper = "+" if cursor is None else f"({cursor}"
-        ids = [i.decode() for i in await self.redis.zrevrangebylex(index, upper, "-", 0, limit + 1)]
-        more = len(ids) > limit
-        ids = ids[:limit]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for msg_id in ids:
-                dlv = keys.delivery_id(msg_id, endpoint_id)
-                pipe.hgetall(keys.delivery(dlv))
-                pipe.lrange(keys.delivery_log(dlv), 0, -1)
-                pipe.hmget(keys.message(msg_id), ("type", "subject"))
-            rows = await pipe.execute()
-        out: list[DeliveryOut] = []
-        gone: list[str] = []
-        for i, msg_id in enumerate(ids):
-            raw, log, (etype, subject) = rows[3 * i], rows[3 * i + 1], rows[3 * i + 2]
-            if not raw:
-                gone.append(msg_id)
-                continue
-            d = {k.decode(): v.decode() for k, v in raw.items()}
-            nxt = d.get("next", "")
-            out.append(
-                DeliveryOut(
-                    id=msg_id,
-                    event_type=etype.decode() if etype else "",
-                    run_id=subject.decode() if subject else None,
-                    status=S(d["status"]),
-                    created_at=from_ms(int(d["created"])),
-                    next_attempt_at=from_ms(int(nxt)) if nxt and d["status"] == "pending" else None,
-                    attempts=[Attempt.model_validate(json.loads(a)) for a in log],
-                )
-            )
-        if gone:  # rows expired by retention: their listing entries go too
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for st in (None, *S):
-                    pipe.zrem(keys.listing(endpoint_id, st), *gone)
-                await pipe.execute()
-        return out, (ids[-1] if more and ids else None)
-
-    async def trim_listings(self, *, older_than_ms: int) -> int:
-        """Drop every endpoint's listing entries of messages created before `older_than_ms`.
-
-        The rows themselves expire on their own; listings are sorted sets that would only grow.
-        """
-        floor = id_floor("msg", older_than_ms)
-        removed = 0
-        for raw in await self.redis.smembers(keys.ENDPOINTS):
-            endpoint_id = raw.decode()
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for status in (None, *S):
-                    pipe.zremrangebylex(keys.listing(endpoint_id, status), "-", f"({floor}")
-                removed += sum(await pipe.execute())
-        return removed

@@ -33,16 +33,18 @@ def matches(
 
     An endpoint receives what happened after it was created (no flood of history on subscribe),
     of the types it lists (the default set when it lists none), of the flows it lists (any when
-    none). An endpoint disabled by hand receives nothing; one disabled automatically still gets
-    deliveries, parked until it heals (see ``webhooks.health``).
+    none; entries about no flow, such as operational events, pass that filter). An endpoint disabled
+    by hand receives nothing; one disabled automatically still gets deliveries, parked until it
+    heals (see ``webhooks.health``). An entry about an endpoint (an operational event, whose subject
+    is the endpoint's id) never goes to that endpoint: see :class:`FanOut`.
     """
     if endpoint.created_at.timestamp() * 1000 > at_ms:
         return "endpoint created after the event"
     wanted = endpoint.events or list(default_events)
     if event_type not in wanted:
         return "event type filtered"
-    if endpoint.flow_ids and flow not in endpoint.flow_ids:
-        return "flow filtered"
+    if endpoint.flow_ids and flow and flow not in endpoint.flow_ids:
+        return "flow filtered"  # an entry about no flow (an operational event) is not narrowed
     if not endpoint.enabled and endpoint.disabled_reason is None:
         return "endpoint disabled"
     return None
@@ -93,6 +95,8 @@ class FanOut:
                     at_ms=entry.created_ms,
                     default_events=self.default_events,
                 )
+                if endpoint.id == entry.subject:
+                    continue  # an alert about an endpoint never goes to the endpoint it is about
                 if reason is not None or not await self._passes_gate(endpoint.id, entry):
                     continue
                 row = (entry.id, endpoint.id, entry.created_ms, entry.tenant, "")
@@ -111,7 +115,9 @@ class FanOut:
                     keep[entry.id] = message
         await self.deliveries.save_messages(list(keep.values()))
         created = await self.deliveries.schedule(pending)
-        await self.deliveries.schedule(parked, delay_ms=int(self.settings.probe_schedule[0] * 1000))
+        # Due now: the take parks each until the endpoint's actual next probe (``Health.park``), so a
+        # heal racing this fan-out cannot leave one waiting a whole probe interval.
+        await self.deliveries.schedule(parked)
         await self.deliveries.schedule(gone, status=DeliveryStatus.failed, note="endpoint gone (410)")
         return created
 

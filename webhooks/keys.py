@@ -10,6 +10,8 @@ DUE_ENDPOINTS = f"{PREFIX}:due"
 # Every endpoint id (for maintenance) and the auto-disabled ones with their next probe time.
 ENDPOINTS = f"{PREFIX}:endpoints"
 PROBES = f"{PREFIX}:probes"
+# Healed endpoints whose replay of failed messages is owed (score: when due), until it is done.
+REPLAYS = f"{PREFIX}:replays"
 
 
 def endpoint(endpoint_id: str) -> str:
@@ -61,6 +63,16 @@ def listing(endpoint_id: str, status: DeliveryStatus | None = None) -> str:
     """Sorted set (scores 0, members message ids) of an endpoint's deliveries, optionally by status."""
     key = f"{PREFIX}:ep:{endpoint_id}:dl"
     return key if status is None else f"{key}:{status.value}"
+
+
+def failed_at(endpoint_id: str) -> str:
+    """Sorted set of the endpoint's failed messages by when they failed (Redis ms): what a heal replays."""
+    return f"{PREFIX}:ep:{endpoint_id}:failed-at"
+
+
+def endpoint_events(endpoint_id: str) -> str:
+    """Sorted set (scores 0, members "{msg id} {JSON}") of the operational events about the endpoint."""
+    return f"{PREFIX}:ep:{endpoint_id}:events"
 
 
 def progress_gate(endpoint_id: str, subject: str) -> str:

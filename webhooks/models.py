@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 from pydantic.alias_generators import to_camel
+
+from webhooks import custom_headers
 
 
 def format_timestamp(value: datetime) -> str:
@@ -80,6 +82,10 @@ class Endpoint(WireModel):
     created_at: Timestamp
     updated_at: Timestamp | None = None
     secret: str
+    # Sent with every delivery (webhooks.custom_headers); never shown unmasked.
+    headers: dict[str, str] = Field(default_factory=dict)
+    # "run": each subject's messages go in sequence order, one at a time per subject (webhooks.lanes).
+    ordering: str = "none"
     # Secrets rotated out, newest first, each signing until its time (webhooks.secrets).
     previous_secrets: list[RetiredSecret] = Field(default_factory=list)
     # Endpoints stored before `previous_secrets` kept one: read until their next rotation moves it.
@@ -111,6 +117,8 @@ class EndpointOut(WireModel):
     created_at: Timestamp
     updated_at: Timestamp | None = None
     disabled_reason: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    ordering: str = "none"
     secret: str | None = None
 
     @classmethod
@@ -126,8 +134,18 @@ class EndpointOut(WireModel):
             created_at=endpoint.created_at,
             updated_at=endpoint.updated_at,
             disabled_reason=endpoint.disabled_reason,
+            headers=custom_headers.masked(endpoint.headers),
+            ordering=endpoint.ordering,
             secret=endpoint.secret if with_secret else None,
         )
+
+
+class Ordering(StrEnum):
+    """How an endpoint orders its messages: ``run`` sends each subject's (run's) in sequence order,
+    one at a time; ``none`` (the default) sends everything as soon as it is due."""
+
+    none = "none"
+    run = "run"
 
 
 class EndpointCreate(WireModel):
@@ -140,6 +158,15 @@ class EndpointCreate(WireModel):
     flow_ids: list[str] | None = Field(default=None, max_length=100)
     description: str = Field(default="", max_length=500)
     secret: str | None = Field(default=None, max_length=200)
+    headers: dict[str, str] | None = None
+    ordering: Ordering | None = None
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None and custom_headers.MASK in value.values():
+            raise ValueError(f"{custom_headers.MASK} is the mask of a stored value, not a value")
+        return None if value is None else custom_headers.check(value)
 
 
 class EndpointPatch(WireModel):
@@ -152,6 +179,13 @@ class EndpointPatch(WireModel):
     flow_ids: list[str] | None = Field(default=None, max_length=100)
     description: str | None = Field(default=None, max_length=500)
     enabled: bool | None = None
+    headers: dict[str, str] | None = None
+    ordering: Ordering | None = None
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else custom_headers.check(value)
 
 
 class RecoverBody(WireModel):
@@ -202,6 +236,22 @@ class DeliveryPage(WireModel):
     """A page of deliveries."""
 
     data: list[DeliveryOut]
+    next_cursor: str | None = None
+
+
+class AlertOut(WireModel):
+    """One operational event of an endpoint's event log (``webhooks.alerts``): as it was sent."""
+
+    id: str
+    type: str
+    timestamp: str
+    data: dict[str, Any]
+
+
+class AlertPage(WireModel):
+    """A page of an endpoint's event log."""
+
+    data: list[AlertOut]
     next_cursor: str | None = None
 
 

@@ -7,6 +7,8 @@ disagree never take a delivery early (a duplicate) or late.
 
 from __future__ import annotations
 
+from webhooks import alerts
+
 # Shared: Redis's time in ms; after an endpoint's due queue changed, publish its earliest due time.
 _REINDEX = """
 local clock = redis.call('TIME')
@@ -71,17 +73,26 @@ return ids
 """
 )
 
-# Record one attempt and the decision. KEYS: 1 delivery, 2 log, 3 due queue, 4 due index,
-# 5 listing pending, 6 listing succeeded, 7 listing failed, 8 message.
+# Record one attempt, the decision, the endpoint's failure streak and the alerts it raises, in one
+# step. KEYS: 1 delivery, 2 log, 3 due queue, 4 due index, 5 listing pending, 6 listing succeeded,
+# 7 listing failed, 8 message, 9 endpoint, 10 failed-at, 11 outbox, 12 endpoint event log.
 # ARGV: 1 delivery id, 2 message id, 3 attempt JSON, 4 new status, 5 delay ms to the retry or '',
 # 6 ttl ms (terminal), 7 endpoint id, 8 max log entries, 9 '1' if a request was really sent,
-# 10 the claim's due score to require (fence) or ''. Returns 0 if the delivery is gone or the
-# fence does not hold, else 1.
+# 10 the claim's due score to require (fence) or '', 11 health ('fail', 'ok' or ''), 12 Redis's ms at
+# the take, 13 event log max, 14 alert count, then each alert: 'x' (only if the delivery ends failed)
+# or 'a' (always), and its EMIT arguments.
+# The failure streak: a failed attempt sets the endpoint's failing_since (unless set) in the same step
+# that lists a failed delivery in failed-at with the same clock, so a heal replaying failed-at from
+# failing_since misses none (issue 14). An attempt taken before the endpoint's last heal belongs to
+# the streak that heal ended: it starts no new one, and a last attempt of it is replayed, not failed.
+# Returns {0} if the delivery is gone or the fence does not hold, else {1, failing_since or '', now,
+# '1' if a success came while the endpoint was disabled for failing (the caller heals it)}.
 RECORD = (
     _REINDEX
+    + alerts.EMIT
     + """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if ARGV[10] ~= '' and redis.call('ZSCORE', KEYS[3], ARGV[1]) ~= ARGV[10] then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+if ARGV[10] ~= '' and redis.call('ZSCORE', KEYS[3], ARGV[1]) ~= ARGV[10] then return {0} end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[8]), -1)
 if ARGV[9] == '1' then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
@@ -89,22 +100,45 @@ local current = redis.call('HGET', KEYS[1], 'status')
 if current == 'succeeded' then
   -- a duplicate send after a claim expired: the earlier success stands
   redis.call('PEXPIRE', KEYS[2], redis.call('PTTL', KEYS[1]))
-  return 1
+  return {1, '', now, ''}
 end
-if ARGV[4] == 'pending' then
-  local due = now + tonumber(ARGV[5])
+local status, delay, health = ARGV[4], ARGV[5], ARGV[11]
+local endpoint = listed(ARGV[7]) and redis.call('HEXISTS', KEYS[9], 'id') == 1
+local stale = false
+if endpoint then
+  local healed = redis.call('HGET', KEYS[9], 'healed_at')
+  stale = healed ~= false and tonumber(healed) >= tonumber(ARGV[12])
+end
+local since, heal = '', ''
+if endpoint and health == 'fail' and not stale then
+  redis.call('HSETNX', KEYS[9], 'failing_since', tostring(now))
+  since = redis.call('HGET', KEYS[9], 'failing_since')
+elseif endpoint and health == 'ok' and redis.call('HEXISTS', KEYS[9], 'failing_since') == 1 then
+  if redis.call('HGET', KEYS[9], 'disabled_reason') == '"failing"' then
+    heal = '1'
+  else
+    redis.call('HDEL', KEYS[9], 'failing_since')
+  end
+end
+if status == 'failed' and health == 'fail' and stale then
+  status, delay = 'pending', '0'
+  redis.call('HSET', KEYS[1], 'base', redis.call('HGET', KEYS[1], 'attempts'))
+end
+if status == 'pending' then
+  local due = now + tonumber(delay)
   redis.call('HSET', KEYS[1], 'next', due, 'status', 'pending')
   redis.call('ZADD', KEYS[3], due, ARGV[1])
 else
-  redis.call('HSET', KEYS[1], 'status', ARGV[4], 'next', '')
+  redis.call('HSET', KEYS[1], 'status', status, 'next', '')
   redis.call('ZREM', KEYS[3], ARGV[1])
   if listed(ARGV[7]) then
     redis.call('ZREM', KEYS[5], ARGV[2])
     redis.call('ZREM', KEYS[7], ARGV[2])
-    if ARGV[4] == 'succeeded' then
+    if status == 'succeeded' then
       redis.call('ZADD', KEYS[6], 0, ARGV[2])
     else
       redis.call('ZADD', KEYS[7], 0, ARGV[2])
+      redis.call('ZADD', KEYS[10], now, ARGV[2])
     end
   end
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
@@ -112,13 +146,28 @@ else
   -- the body must outlive the row, or a later retry/recover would find nothing to send
   if redis.call('PTTL', KEYS[8]) < tonumber(ARGV[6]) then redis.call('PEXPIRE', KEYS[8], ARGV[6]) end
 end
+local i = 15
+for _ = 1, tonumber(ARGV[14]) do
+  local when = ARGV[i]
+  if endpoint and (when == 'a' or status == 'failed') then
+    i = emit(KEYS[11], KEYS[12], ARGV[13], i + 1)
+    if status == 'succeeded' then
+      redis.call('HDEL', KEYS[1], 'alerted')
+    else
+      redis.call('HSET', KEYS[1], 'alerted', '1')
+    end
+  else
+    i = i + 3 + tonumber(ARGV[i + 2])
+  end
+end
 reindex(KEYS[3], KEYS[4], ARGV[7])
-return 1
+return {1, since, now, heal}
 """
 )
 
 # Send a delivery again now, with a fresh retry schedule. KEYS: 1 delivery, 2 log, 3 due queue,
-# 4 due index, 5 listing pending, 6 listing succeeded, 7 listing failed.
+# 4 due index, 5 listing pending, 6 listing succeeded, 7 listing failed, 8 (unused), 9 (unused),
+# 10 failed-at.
 # ARGV: 1 delivery id, 2 message id, 3 (unused), 4 endpoint id. Returns 0 if gone.
 REQUEUE = (
     _REINDEX
@@ -131,6 +180,7 @@ redis.call('PERSIST', KEYS[2])
 if listed(ARGV[4]) then
   redis.call('ZREM', KEYS[6], ARGV[2])
   redis.call('ZREM', KEYS[7], ARGV[2])
+  redis.call('ZREM', KEYS[10], ARGV[2])
   redis.call('ZADD', KEYS[5], 0, ARGV[2])
 end
 redis.call('ZADD', KEYS[3], now, ARGV[1])
@@ -181,14 +231,57 @@ end
 return 1
 """
 
-# Note a failure: set failing_since (Redis's now) unless set. KEYS: 1 endpoint.
-# Returns {failing_since JSON, now} (nil if the endpoint is gone).
-MARK_FAILURE = (
+# Disable an endpoint that has failed without a success for `threshold` ms (checked here, by Redis's
+# clock, against failing_since as it stands now: a success since then cleared it), probe it in
+# `first probe` ms and append the alert. KEYS: 1 endpoint, 2 probes, 3 outbox, 4 event log.
+# ARGV: 1 threshold ms, 2 first probe ms, 3 endpoint id, 4 event log max, then the alert (EMIT's).
+# Returns 1 if it disabled the endpoint now.
+DISABLE_FAILING = (
+    _REINDEX
+    + alerts.EMIT
+    + """
+if redis.call('HGET', KEYS[1], 'enabled') ~= 'true' then return 0 end
+local since = redis.call('HGET', KEYS[1], 'failing_since')
+if not since or now - tonumber(since) < tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'enabled', 'false', 'disabled_reason', '"failing"', 'disabled_at', tostring(now))
+redis.call('HDEL', KEYS[1], 'probes')
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
+emit(KEYS[3], KEYS[4], ARGV[4], 5)
+return 1
+"""
+)
+
+# Re-enable an endpoint disabled for failing (a probe or a late attempt succeeded), unless a decision
+# by hand came first, and append the alert; the replay it owes is booked in the same step (replays,
+# due now; replay_from in the endpoint), so a dispatcher that dies before replaying leaves it to
+# another. KEYS: 1 endpoint, 2 probes, 3 outbox, 4 event log, 5 replays. ARGV: 1 endpoint id,
+# 2 event log max, then the alert. Returns 0 if it was not disabled for failing, else 1.
+HEAL = (
+    _REINDEX
+    + alerts.EMIT
+    + """
+if redis.call('HGET', KEYS[1], 'disabled_reason') ~= '"failing"' then return 0 end
+-- unknown start (an endpoint stored before failing_since was kept with it): every failed message
+local since = redis.call('HGET', KEYS[1], 'failing_since') or '0'
+redis.call('HSET', KEYS[1], 'enabled', 'true', 'healed_at', tostring(now), 'replay_from', since)
+redis.call('HDEL', KEYS[1], 'disabled_reason', 'disabled_at', 'failing_since', 'probes')
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[5], now, ARGV[1])
+emit(KEYS[3], KEYS[4], ARGV[2], 3)
+return 1
+"""
+)
+
+# Claim the members of a time-scored set that are due by Redis's clock, pushing each `claim` ms
+# ahead, so two dispatchers never both act on one (a probe). KEYS: 1 the set. ARGV: 1 limit,
+# 2 claim ms. Returns {now, member...}.
+CLAIM_DUE = (
     _REINDEX
     + """
-if redis.call('HEXISTS', KEYS[1], 'id') == 0 then return false end
-redis.call('HSETNX', KEYS[1], 'failing_since', tostring(now))
-return {redis.call('HGET', KEYS[1], 'failing_since'), now}
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for _, member in ipairs(found) do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), member) end
+table.insert(found, 1, now)
+return found
 """
 )
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -87,6 +88,19 @@ def tls_context(ca_bundle: str | None) -> ssl.SSLContext | bool:
     return ctx
 
 
+MASK = "********"
+
+
+def _scrub(text: str | None, headers: Mapping[str, str]) -> str | None:
+    """`text` with every custom header value replaced by the mask."""
+    if text is None:
+        return None
+    for value in headers.values():
+        if value:
+            text = text.replace(value, MASK)
+    return text
+
+
 class Sender:
     """Owns the one ClientSession of a dispatcher process (call ``close()`` when done)."""
 
@@ -116,12 +130,26 @@ class Sender:
             await self._session.close()
             self._session = None
 
-    async def send(self, url: str, *, message_id: str, body: str, secrets: list[str]) -> SendResult:
-        """POST `body` to `url`, signed with every one of `secrets`; return what happened."""
+    async def send(
+        self,
+        url: str,
+        *,
+        message_id: str,
+        body: str,
+        secrets: list[str],
+        headers: Mapping[str, str] | None = None,
+    ) -> SendResult:
+        """POST `body` to `url`, signed with every one of `secrets`, with the endpoint's custom
+        `headers` (validated at registration: they never replace ours); return what happened.
+
+        The custom values are scrubbed from what the attempt keeps (a receiver that echoes its
+        request headers must not put a gateway token into the delivery log).
+        """
         started = time.monotonic()
         at = datetime.now(UTC)
         timestamp = int(time.time())
-        headers = headers_for(secrets, message_id, timestamp, body)
+        custom = dict(headers or {})
+        headers = {**custom, **headers_for(secrets, message_id, timestamp, body)}
         headers["content-type"] = "application/json"
         status: int | None = None
         retry_after: float | None = None
@@ -151,6 +179,8 @@ class Sender:
             logger.exception("delivery %s to %s failed unexpectedly", message_id, url)
             error = f"{type(exc).__name__}: {exc}"
         duration = round((time.monotonic() - started) * 1000)
+        if custom:
+            response_body, error = _scrub(response_body, custom), _scrub(error, custom)
         attempt = Attempt(
             at=at, status_code=status, duration_ms=duration, error=error, response_body=response_body or None
         )

@@ -38,6 +38,8 @@ class DispatcherSettings:
     outbox_batch: int = 200
     group: str = "dispatchers"
     idle_poll_seconds: float = field(default=0.05)
+    # `message.attempt.failing` goes out when this many consecutive attempts of a message failed.
+    failing_after: int = 4
     # A dispatcher re-reads a tenant's default secret (one-run webhooks) at most this often: a
     # rotation is used everywhere within about this long (the old secret still signs for 24 h).
     default_secret_refresh_seconds: float = 2.0

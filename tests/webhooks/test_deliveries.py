@@ -103,11 +103,12 @@ async def test_writes_racing_a_delete_do_not_resurrect_the_endpoint(redis: Redis
     # Regression: a failure recorded after a delete recreated a partial hash that made GET answer 500.
     store = EndpointStore(redis)
     ep_id, _ = await endpoint(redis, "http://127.0.0.1:9/x")
+    snapshot = await store.get(ep_id)
     await store.delete(ep_id, tenant="a")
-    assert await store.mark_failure(ep_id) is None
-    await store.disable(ep_id, reason="failing", probe_in_ms=1)
-    await store.mark_success(ep_id)
-    assert await redis.exists(keys.endpoint(ep_id)) == 0
+    await store.disable(snapshot, reason="gone", probe_in_ms=1, now_ms=1)
+    assert not await store.disable_failing(snapshot, failing_since=0, now_ms=1, after_ms=0, first_probe_ms=1)
+    assert not await store.heal(snapshot, now_ms=1)
+    assert await redis.exists(keys.endpoint(ep_id), keys.endpoint_events(ep_id), keys.REPLAYS) == 0
     assert await redis.zscore(keys.PROBES, ep_id) is None
     created = await deliveries_of(redis).schedule([(new_id("msg"), ep_id, 1, "a", "")])
     assert created == 0 and await redis.zcard(keys.due(ep_id)) == 0

@@ -15,33 +15,29 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from webhooks.api.apidoc import PAGING, Param, links_to, operation
+from webhooks import custom_headers
+from webhooks.alerts import OPERATIONAL_EVENTS
+from webhooks.api.apidoc import PAGING, links_to, operation
 from webhooks.api.inputs import (
     check_choices,
     check_url_field,
     page_cursor,
     page_limit,
-    query_choice,
     read_model,
     render,
 )
+from webhooks.api.messages import MessageRoutes
 from webhooks.deliveries import DeliveryStore
 from webhooks.endpoints import EndpointStore
-from webhooks.errors import DeliveryNotFound, ValidationFailed
-from webhooks.ids import is_valid
+from webhooks.errors import ValidationFailed
 from webhooks.models import (
-    CountOut,
-    DeliveryPage,
-    DeliveryStatus,
     EndpointCreate,
     EndpointOut,
     EndpointPage,
     EndpointPatch,
-    MessageRef,
+    Ordering,
     Page,
-    RecoverBody,
     SecretOut,
-    now_ms,
 )
 from webhooks.outbox import Hook
 from webhooks.report import DeliveryReport, SentMessage, delivery_report
@@ -60,10 +56,11 @@ ENDPOINT_TARGETS = {
     "SendTest": "test",
     "EndpointDeliveries": "deliveries",
     "RecoverEndpoint": "recover",
+    "EndpointEvents": "events",
 }
 
 
-class WebhookAPI:
+class WebhookAPI(MessageRoutes):
     """The ``/v1/webhooks`` routes as one mounting application configures them, and their stores."""
 
     def __init__(
@@ -93,7 +90,8 @@ class WebhookAPI:
         """
         self.authenticate = authenticate
         self.max_body_bytes = max_body_bytes
-        self.event_types = event_types
+        # The mounting app's types, and the operational events every endpoint may subscribe to.
+        self.event_types = (*event_types, *OPERATIONAL_EVENTS)
         self.filter_values = filter_values
         self.allow_private = allow_private
         self.default_events = tuple(default_events)
@@ -160,6 +158,7 @@ class WebhookAPI:
             Route("/v1/webhooks/{endpoint_id}/deliveries", self.deliveries, methods=["GET"]),
             Route("/v1/webhooks/{endpoint_id}/deliveries/{message_id}/retry", self.retry, methods=["POST"]),
             Route("/v1/webhooks/{endpoint_id}/recover", self.recover, methods=["POST"]),
+            Route("/v1/webhooks/{endpoint_id}/events", self.events, methods=["GET"]),
         ]
 
     # ----- handlers ----------------------------------------------------------------------------
@@ -187,6 +186,8 @@ class WebhookAPI:
             flow_ids=body.flow_ids or [],
             description=body.description,
             secret=body.secret,
+            headers=body.headers,
+            ordering=(body.ordering or Ordering.none).value,
         )
         return render(EndpointOut.of(endpoint, with_secret=True), 201)
 
@@ -217,7 +218,7 @@ class WebhookAPI:
         return render(EndpointOut.of(endpoint))
 
     @operation(
-        summary="Change url, events, flowIds, description or enabled",
+        summary="Change url, events, flowIds, description, enabled, headers or ordering",
         tag="Webhooks",
         body=EndpointPatch,
         responses={200: EndpointOut},
@@ -228,13 +229,20 @@ class WebhookAPI:
         tenant = await self.authenticate(request)
         endpoints, _ = self.stores(request)
         endpoint_id = request.path_params["endpoint_id"]
-        await endpoints.get(endpoint_id, tenant=tenant)
+        stored = await endpoints.get(endpoint_id, tenant=tenant)
         body = await self.body(request, EndpointPatch)
         await self.check_fields(url=body.url, events=body.events, flow_ids=body.flow_ids)
         changes = body.model_dump(exclude_unset=True)
         if any(v is None for v in changes.values()):
             nulls = [k for k, v in changes.items() if v is None]
             raise ValidationFailed.field(nulls[0], "may not be null", "none_forbidden")
+        if "headers" in changes:
+            try:
+                changes["headers"] = custom_headers.merge(changes["headers"], stored.headers)
+            except custom_headers.BadHeader as exc:
+                raise ValidationFailed.field("headers", str(exc)) from None
+        if "ordering" in changes:
+            changes["ordering"] = Ordering(changes["ordering"]).value
         endpoint = await endpoints.update(endpoint_id, tenant=tenant, changes=changes)
         return render(EndpointOut.of(endpoint))
 
@@ -285,91 +293,6 @@ class WebhookAPI:
         tenant = await self.authenticate(request)
         endpoints, _ = self.stores(request)
         return JSONResponse({"secret": await endpoints.rotate_default_secret(tenant)})
-
-    @operation(
-        summary="Send a webhook.test message",
-        tag="Webhooks",
-        responses={202: MessageRef},
-        links={
-            202: {
-                "RetryTestMessage": {
-                    "operationId": "retry",
-                    "parameters": {
-                        "endpoint_id": "$request.path.endpoint_id",
-                        "message_id": "$response.body#/messageId",
-                    },
-                }
-            }
-        },
-        errors=(401, 404, 503),
-    )
-    async def test(self, request: Request) -> Response:
-        """``POST /v1/webhooks/{id}/test``: 202 with the id of the ``webhook.test`` message."""
-        tenant = await self.authenticate(request)
-        endpoints, deliveries = self.stores(request)
-        endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
-        message_id = await deliveries.send_test(endpoint, now_ms=now_ms())
-        return JSONResponse({"messageId": message_id}, status_code=202)
-
-    @operation(
-        summary="Messages sent to the endpoint, each with every attempt",
-        tag="Webhooks",
-        responses={200: DeliveryPage},
-        query=[
-            Param(
-                "status",
-                "pending, succeeded or failed",
-                {"type": "string", "enum": ["pending", "succeeded", "failed"]},
-            ),
-            *PAGING,
-        ],
-        errors=(401, 404, 422, 503),
-    )
-    async def deliveries(self, request: Request) -> Response:
-        """``GET /v1/webhooks/{id}/deliveries?status=``: messages with every attempt, newest first."""
-        tenant = await self.authenticate(request)
-        endpoints, deliveries = self.stores(request)
-        endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
-        status = query_choice(request, "status", DeliveryStatus)
-        items, next_cursor = await deliveries.page(
-            endpoint.id, status=status, limit=page_limit(request), cursor=page_cursor(request, "msg")
-        )
-        return render(Page(data=items, next_cursor=next_cursor))
-
-    @operation(
-        summary="Send one message again now (same webhook-id)",
-        tag="Webhooks",
-        responses={202: MessageRef},
-        errors=(401, 404, 503),
-    )
-    async def retry(self, request: Request) -> Response:
-        """``POST /v1/webhooks/{id}/deliveries/{messageId}/retry``: 202, sent again now (same webhook-id)."""
-        tenant = await self.authenticate(request)
-        endpoints, deliveries = self.stores(request)
-        endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
-        message_id = request.path_params["message_id"]
-        if not is_valid(message_id, "msg") or not await deliveries.requeue(message_id, endpoint.id):
-            raise DeliveryNotFound(f"no message {message_id} for endpoint {endpoint.id}")
-        return JSONResponse({"messageId": message_id, "status": "pending"}, status_code=202)
-
-    @operation(
-        summary="Send again every message that failed since a time",
-        tag="Webhooks",
-        body=RecoverBody,
-        responses={202: CountOut},
-        errors=(400, 401, 404, 413, 422, 503),
-    )
-    async def recover(self, request: Request) -> Response:
-        """``POST /v1/webhooks/{id}/recover {since}``: 202 with how many failed messages go again."""
-        tenant = await self.authenticate(request)
-        endpoints, deliveries = self.stores(request)
-        endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
-        body = await self.body(request, RecoverBody)
-        since = body.since
-        if since.tzinfo is None:
-            raise ValidationFailed.field("since", "must include a time zone (e.g. Z)", "datetime")
-        count = await deliveries.recover(endpoint.id, int(since.timestamp() * 1000))
-        return JSONResponse({"count": count}, status_code=202)
 
 
 def _check_secret(secret: str) -> None:
