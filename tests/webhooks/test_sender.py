@@ -143,3 +143,23 @@ async def test_what_cannot_stand_in_a_request_target_is_encoded_minimally(regist
         assert [r.target for r in raw.requests] == [sent.encode()]
     finally:
         await raw.stop()
+
+
+async def test_custom_headers_go_along_and_never_stay_in_the_attempt(receiver: Receiver) -> None:
+    async def echo(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=500, text=f"you sent {request.headers.get('X-Gateway-Token')}")
+
+    receiver.default = echo
+    token = "gw-" + "s3cr3t" * 4
+    async with sender() as s:
+        result = await s.send(
+            receiver.url,
+            message_id="msg_1",
+            body=BODY,
+            secrets=[generate_secret()],
+            headers={"X-Gateway-Token": token},
+        )
+    [got] = receiver.requests
+    assert got.headers["x-gateway-token"] == token and got.headers["content-type"] == "application/json"
+    assert result.attempt.response_body == "you sent ********"
+    assert token not in result.attempt.model_dump_json()
