@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from webhooks import keys, scripts
 from webhooks.alerts import EVENT_LOG_MAX, Alert
+from webhooks.catalog import EventType
 from webhooks.delivery_reads import DeliveryReads
 from webhooks.ids import id_floor, new_id
 from webhooks.models import Attempt, DeliveryStatus, Endpoint, format_timestamp, from_ms
@@ -323,12 +324,13 @@ class DeliveryStore(DeliveryReads):
             await self.redis.pexpire(keys.message(message_id), self.failed_ttl_ms)
         return bool(done)
 
-    async def send_test(self, endpoint: Endpoint, *, now_ms: int) -> str:
-        """Queue a ``webhook.test`` message to `endpoint` alone, due now; return its message id.
-
-        `now_ms` only labels the message (its id and timestamp).
-        """
+    async def send_test(self, endpoint: Endpoint, *, now_ms: int, event: EventType | None = None) -> str:
+        """Queue a ``webhook.test`` message (or `event`'s example) to `endpoint` alone, due now;
+        return its message id. `now_ms` only labels the message (its id and timestamp)."""
         message = test_message(endpoint, now_ms=now_ms, note="test message sent from the API")
+        if event is not None:
+            body = json.dumps(event.body_example(format_timestamp(from_ms(now_ms))), separators=(",", ":"))
+            message = Message(message.id, event.name, endpoint.tenant, endpoint.id, body, now_ms)
         await self.save_messages([message])
         await self.schedule([(message.id, endpoint.id, now_ms, endpoint.tenant, "")])
         return message.id

@@ -188,6 +188,32 @@ class EndpointPatch(WireModel):
         return None if value is None else custom_headers.check(value)
 
 
+class TestBody(WireModel):
+    """Body of ``POST /v1/webhooks/{id}/test`` (optional): which event type's example to send."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_type: str | None = Field(default=None, max_length=200)
+
+
+class EventTypeOut(WireModel):
+    """One entry of ``GET /v1/event-types``: a type, what it means, its body's JSON Schema, an example."""
+
+    type: str
+    description: str
+    group: str
+    flows: list[str] = Field(default_factory=list)
+    json_schema: dict[str, Any] = Field(alias="schema")
+    example: dict[str, Any]
+
+
+class EventTypePage(WireModel):
+    """``GET /v1/event-types``: every type (one page)."""
+
+    data: list[EventTypeOut]
+    next_cursor: str | None = None
+
+
 class RecoverBody(WireModel):
     """Body of ``POST /v1/webhooks/{id}/recover``."""
 

@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from orchestrator import __version__, events
+from orchestrator import __version__, catalog, events
 from orchestrator.api.auth import KeyRing, authenticate
 from orchestrator.api.ops import OPS_ROUTES
 from orchestrator.api.runs import ROUTES
@@ -118,6 +118,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         coalesced_events=events.COALESCED_EVENTS,
         failed_ttl_ms=settings.webhook_failed_retention_seconds * 1000,
         delivered_ttl_ms=settings.webhook_delivered_retention_seconds * 1000,
+        catalog=catalog.source(flows),
     )
 
     @asynccontextmanager
@@ -165,6 +166,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         error_model=ErrorBody,
         # Flow ids as an enum (an empty enum would allow nothing, so none without flows).
         path_params={"flow_id": {"type": "string", "enum": flow_ids}} if flow_ids else None,
+        # Every event a receiver can get, typed per flow, so generators build typed receivers.
+        webhooks=webhook_api.openapi_webhooks(),
     )
     docs_page = render_html(spec)
 

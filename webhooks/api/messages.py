@@ -5,7 +5,7 @@ the endpoint's event log. :class:`webhooks.api.routes.WebhookAPI` mounts them wi
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from pydantic import BaseModel
@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from webhooks.alerts import event_page
 from webhooks.api.apidoc import PAGING, Param, operation
 from webhooks.api.inputs import page_cursor, page_limit, query_choice, render
+from webhooks.catalog import EventType
 from webhooks.deliveries import DeliveryStore
 from webhooks.endpoints import EndpointStore
 from webhooks.errors import DeliveryNotFound, ValidationFailed
@@ -28,6 +29,7 @@ from webhooks.models import (
     MessageRef,
     Page,
     RecoverBody,
+    TestBody,
     now_ms,
 )
 
@@ -47,9 +49,19 @@ class MessageRoutes(ABC):
     async def body(self, request: Request, model: type[M]) -> M:
         """Read and validate the body as `model` (422 lists each bad field)."""
 
+    @abstractmethod
+    async def optional_body(self, request: Request, model: type[M]) -> M | None:
+        """None for an empty body, else :meth:`body`'s model."""
+
+    @abstractmethod
+    def event_types(self, flow_ids: Sequence[str] | None = None) -> list[EventType]:
+        """Every event type of the catalog, narrowed to `flow_ids` where the mounting app supplies that."""
+
     @operation(
-        summary="Send a webhook.test message",
+        summary="Send a test message: webhook.test, or the example of any event type of the catalog",
         tag="Webhooks",
+        body=TestBody,
+        body_required=False,
         responses={202: MessageRef},
         links={
             202: {
@@ -62,14 +74,28 @@ class MessageRoutes(ABC):
                 }
             }
         },
-        errors=(401, 404, 503),
+        errors=(400, 401, 404, 413, 422, 503),
     )
     async def test(self, request: Request) -> Response:
-        """``POST /v1/webhooks/{id}/test``: 202 with the id of the ``webhook.test`` message."""
+        """``POST /v1/webhooks/{id}/test [{eventType}]``: 202 with the id of the message sent.
+
+        No body (or no ``eventType``): a ``webhook.test`` message. With ``eventType``, that type's
+        catalog example (``GET /v1/event-types``), narrowed to the endpoint's ``flowIds``; an unknown
+        type is a 422 on ``eventType``. It goes to this endpoint alone, whatever its filters.
+        """
         tenant = await self.authenticate(request)
         endpoints, deliveries = self.stores(request)
         endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
-        message_id = await deliveries.send_test(endpoint, now_ms=now_ms())
+        options = await self.optional_body(request, TestBody)
+        event = None
+        if options is not None and options.event_type is not None:
+            found = {e.name: e for e in self.event_types(endpoint.flow_ids or None)}
+            event = found.get(options.event_type)
+            if event is None:
+                raise ValidationFailed.field(
+                    "eventType", f"unknown event type: {options.event_type[:100]}", "enum"
+                )
+        message_id = await deliveries.send_test(endpoint, now_ms=now_ms(), event=event)
         return JSONResponse({"messageId": message_id}, status_code=202)
 
     @operation(

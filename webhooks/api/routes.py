@@ -7,7 +7,7 @@ event types exist and which filter values (flow ids) are valid; parsing is ``web
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from redis.asyncio import Redis
@@ -17,16 +17,20 @@ from starlette.routing import Route
 
 from webhooks import custom_headers
 from webhooks.alerts import OPERATIONAL_EVENTS
-from webhooks.api.apidoc import PAGING, links_to, operation
+from webhooks.api.apidoc import PAGING, Param, links_to, operation
 from webhooks.api.inputs import (
     check_choices,
     check_url_field,
+    model_of,
     page_cursor,
     page_limit,
+    parse_json,
+    read_body,
     read_model,
     render,
 )
 from webhooks.api.messages import MessageRoutes
+from webhooks.catalog import EXAMPLE_AT, OWN_TYPES, CatalogSource, EventType, openapi_webhooks
 from webhooks.deliveries import DeliveryStore
 from webhooks.endpoints import EndpointStore
 from webhooks.errors import ValidationFailed
@@ -35,6 +39,8 @@ from webhooks.models import (
     EndpointOut,
     EndpointPage,
     EndpointPatch,
+    EventTypeOut,
+    EventTypePage,
     Ordering,
     Page,
     SecretOut,
@@ -75,6 +81,7 @@ class WebhookAPI(MessageRoutes):
         coalesced_events: Sequence[str] = (),
         failed_ttl_ms: int,
         delivered_ttl_ms: int,
+        catalog: CatalogSource | None = None,
     ) -> None:
         """Configure the routes.
 
@@ -87,17 +94,20 @@ class WebhookAPI(MessageRoutes):
             default_events: what an endpoint that names no events receives.
             coalesced_events: types the fan-out sends at most once per interval (the report says so).
             failed_ttl_ms, delivered_ttl_ms: how long delivery rows are kept, by outcome.
+            catalog: the mounting app's event types, narrowed to filter values (``webhooks.catalog``);
+                the service's own (webhook.test, operational events) are added to them.
         """
         self.authenticate = authenticate
         self.max_body_bytes = max_body_bytes
         # The mounting app's types, and the operational events every endpoint may subscribe to.
-        self.event_types = (*event_types, *OPERATIONAL_EVENTS)
+        self.subscribable = (*event_types, *OPERATIONAL_EVENTS)
         self.filter_values = filter_values
         self.allow_private = allow_private
         self.default_events = tuple(default_events)
         self.coalesced_events = tuple(coalesced_events)
         self.failed_ttl_ms = failed_ttl_ms
         self.delivered_ttl_ms = delivered_ttl_ms
+        self.catalog = catalog
         self._stores: tuple[EndpointStore, DeliveryStore] | None = None
 
     def open(self, redis: Redis) -> None:
@@ -133,19 +143,35 @@ class WebhookAPI(MessageRoutes):
         """Read and validate the body as `model` (422 lists each bad field)."""
         return await read_model(request, model, max_bytes=self.max_body_bytes)
 
+    async def optional_body(self, request: Request, model: type[M]) -> M | None:
+        """None for an absent or empty body, else the body validated as `model`."""
+        raw = await read_body(request, max_bytes=self.max_body_bytes)
+        return None if raw == b"" else model_of(parse_json(raw), model)
+
+    def event_types(self, flow_ids: Sequence[str] | None = None) -> list[EventType]:
+        """The catalog: the mounting app's types (narrowed to `flow_ids`), then the service's own."""
+        supplied = list(self.catalog(flow_ids)) if self.catalog is not None else []
+        return [*supplied, *OWN_TYPES]
+
+    def openapi_webhooks(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The OpenAPI ``webhooks`` section and its schemas, every flow's Execution among them."""
+        section, schemas = openapi_webhooks(self.event_types(sorted(self.filter_values()) or None))
+        return section, schemas
+
     async def check_fields(
         self, *, url: str | None, events: list[str] | None, flow_ids: list[str] | None
     ) -> None:
         """Refuse unsafe URLs, unknown event types and unknown flow ids (422)."""
         if url is not None:
             await check_url_field(url, field="url", allow_private=self.allow_private)
-        check_choices("events", events, self.event_types, what="event types")
+        check_choices("events", events, self.subscribable, what="event types")
         if flow_ids:
             check_choices("flowIds", flow_ids, self.filter_values(), what="flows")
 
     def routes(self) -> list[Route]:
         """The ``/v1/webhooks`` routes (API.md "Webhooks")."""
         return [
+            Route("/v1/event-types", self.list_event_types, methods=["GET"]),
             Route("/v1/webhooks", self.create, methods=["POST"]),
             Route("/v1/webhooks", self.list, methods=["GET"]),
             Route("/v1/webhooks/default-secret", self.default_secret, methods=["GET"]),
@@ -293,6 +319,40 @@ class WebhookAPI(MessageRoutes):
         tenant = await self.authenticate(request)
         endpoints, _ = self.stores(request)
         return JSONResponse({"secret": await endpoints.rotate_default_secret(tenant)})
+
+    @operation(
+        summary="The event-type catalog: every type with the JSON Schema of its body and an example",
+        tag="Event types",
+        responses={200: EventTypePage},
+        query=[
+            Param(
+                "flowIds",
+                "Comma-separated flow ids: execution data typed as those flows' Executions",
+                {"type": "string"},
+            )
+        ],
+        errors=(401, 422, 503),
+    )
+    async def list_event_types(self, request: Request) -> Response:
+        """``GET /v1/event-types[?flowIds=a,b]``: every type, its schema and an example (one page)."""
+        await self.authenticate(request)
+        raw = request.query_params.get("flowIds") or ""
+        flow_ids = [f.strip() for f in raw.split(",") if f.strip()] if raw else []
+        check_choices("flowIds", flow_ids, self.filter_values(), what="flows")
+        items = [
+            EventTypeOut.model_validate(
+                {
+                    "type": e.name,
+                    "description": e.description,
+                    "group": e.group,
+                    "flows": e.flows,
+                    "schema": e.schema(),
+                    "example": e.body_example(EXAMPLE_AT),
+                }
+            )
+            for e in self.event_types(flow_ids or None)
+        ]
+        return render(EventTypePage(data=items, next_cursor=None))
 
 
 def _check_secret(secret: str) -> None:
