@@ -16,7 +16,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from webhooks.alerts import MESSAGE_EXHAUSTED, MESSAGE_FAILING, MESSAGE_RECOVERED, Alert, alert, message_data
-from webhooks.deliveries import Delivery, DeliveryStore, Recorded
+from webhooks.deliveries import DeliveryStore
+from webhooks.delivery_units import Delivery, Recorded
 from webhooks.endpoints import EndpointStore
 from webhooks.health import FAILING, Health
 from webhooks.metrics import MetricsBuffer

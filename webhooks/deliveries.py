@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
 
 from redis.asyncio import Redis
 
@@ -13,7 +12,9 @@ from webhooks import keys, scripts
 from webhooks.alerts import EVENT_LOG_MAX, Alert
 from webhooks.catalog import EventType
 from webhooks.delivery_reads import DeliveryReads
-from webhooks.ids import id_floor, new_id
+from webhooks.delivery_units import Delivery, Message, Recorded, message_of, test_message
+from webhooks.ids import id_floor
+from webhooks.lanes import lane_keys
 from webhooks.models import Attempt, DeliveryStatus, Endpoint, format_timestamp, from_ms
 from webhooks.outbox import OUTBOX_STREAM
 
@@ -21,87 +22,17 @@ MAX_LOG = 50
 S = DeliveryStatus
 
 
-@dataclass
-class Message:
-    """What goes on the wire, and who it is about."""
-
-    id: str
-    type: str
-    tenant: str
-    subject: str
-    body: str
-    created_ms: int
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """What recording an attempt did: whether it was written, the endpoint's failure streak (its
-    start and Redis's now, ms) and whether a success found the endpoint disabled for failing."""
-
-    done: bool
-    failing_since: int | None = None
-    now_ms: int = 0
-    heal: bool = False
-
-
-@dataclass
-class Delivery:
-    """One message for one endpoint, as the dispatcher needs it to send."""
-
-    id: str
-    message_id: str
-    endpoint_id: str
-    status: DeliveryStatus
-    attempts: int
-    base: int
-    tenant: str
-    url: str
-    # Read together with the row when the delivery is taken (saves a round trip per attempt).
-    message: Message | None = None
-    # The due-queue score our take set: while it is still there, the claim is ours.
-    claimed_until: int | None = None
-    # Redis's time at the take (ms), and this process's monotonic clock then (s).
-    taken_ms: int = 0
-    taken_mono: float = 0.0
-    # An alert (failing, exhausted) went out about it: a success then raises `recovered`.
-    alerted: bool = False
-
-    @property
-    def attempt_number(self) -> int:
-        """1-based number of the next attempt within the current retry round."""
-        return self.attempts - self.base + 1
-
-
-TEST_EVENT = "webhook.test"
-
-
-def _message(message_id: str, raw: dict[bytes, bytes]) -> Message | None:
-    if not raw:
-        return None
-    d = {k.decode(): v.decode() for k, v in raw.items()}
-    return Message(message_id, d["type"], d["tenant"], d["subject"], d["body"], int(d["created"]))
-
-
-def test_message(endpoint: Endpoint, *, now_ms: int, note: str) -> Message:
-    """A ``webhook.test`` message for one endpoint."""
-    body = json.dumps(
-        {
-            "type": TEST_EVENT,
-            "timestamp": format_timestamp(from_ms(now_ms)),
-            "data": {"endpointId": endpoint.id, "message": note},
-        },
-        separators=(",", ":"),
-    )
-    return Message(new_id("msg", now_ms=now_ms), TEST_EVENT, endpoint.tenant, endpoint.id, body, now_ms)
-
-
 class DeliveryStore(DeliveryReads):
     """All the delivery state, in Redis; the scripts keep queue, row and listings consistent."""
 
-    def __init__(self, redis: Redis, *, failed_ttl_ms: int, delivered_ttl_ms: int) -> None:
+    def __init__(
+        self, redis: Redis, *, failed_ttl_ms: int, delivered_ttl_ms: int, lane_gap_ms: int = 60_000
+    ) -> None:
         self.redis = redis
         self.failed_ttl_ms = failed_ttl_ms
         self.delivered_ttl_ms = delivered_ttl_ms
+        # How long a lane's head waits for an earlier message of its subject to be fanned out.
+        self.lane_gap_ms = lane_gap_ms
         self._schedule = redis.register_script(scripts.SCHEDULE)
         self._take = redis.register_script(scripts.TAKE)
         self._record = redis.register_script(scripts.RECORD)
@@ -136,14 +67,22 @@ class DeliveryStore(DeliveryReads):
         delay_ms: int = 0,
         status: DeliveryStatus = S.pending,
         note: str = "",
+        ordered: Collection[str] = (),
+        sequences: Mapping[str, tuple[str, int]] | None = None,
     ) -> int:
         """Create deliveries (message id, endpoint id, created ms, tenant, url), due `delay_ms` from
-        Redis's now; existing ones stay. Returns how many were created."""
+        Redis's now; existing ones stay. Returns how many were created.
+
+        For the endpoints in `ordered`, a message with an entry in `sequences` (message id ->
+        (subject, sequence)) joins that subject's lane instead (``webhooks.lanes``).
+        """
         if not entries:
             return 0
         async with self.redis.pipeline(transaction=False) as pipe:
             for msg_id, ep_id, created_ms, tenant, url in entries:
                 dlv = keys.delivery_id(msg_id, ep_id)
+                subject, seq = (sequences or {}).get(msg_id, ("", 0)) if ep_id in ordered else ("", 0)
+                lane, lanes_index, active, fan = self._lane_keys(ep_id, subject)
                 await self._schedule(
                     keys=[
                         keys.delivery(dlv),
@@ -152,6 +91,10 @@ class DeliveryStore(DeliveryReads):
                         keys.listing(ep_id),
                         keys.listing(ep_id, status),
                         keys.endpoint(ep_id),
+                        lane,
+                        lanes_index,
+                        active,
+                        fan,
                     ],
                     args=[
                         dlv,
@@ -164,6 +107,9 @@ class DeliveryStore(DeliveryReads):
                         status.value,
                         self.failed_ttl_ms,
                         note,
+                        subject,
+                        seq,
+                        self.lane_gap_ms,
                     ],
                     client=pipe,
                 )
@@ -215,17 +161,26 @@ class DeliveryStore(DeliveryReads):
                     base=int(d.get("base", "0")),
                     tenant=d["tenant"],
                     url=d.get("url", ""),
-                    message=_message(d["msg"], raw_message),
+                    message=message_of(d["msg"], raw_message),
                     claimed_until=claim_until_ms,
                     taken_ms=now_ms,
                     taken_mono=taken_mono,
                     alerted=d.get("alerted") == "1",
+                    lane=d.get("lane", ""),
+                    seq=int(d.get("seq") or 0),
                 )
             )
         return out, now_ms
 
+    @staticmethod
+    def _lane_keys(endpoint_id: str, subject: str) -> tuple[str, str, str, str]:
+        """(lane, lane index, lane active, fan-out watermark): unused by the scripts without a subject."""
+        lane, active, fan, index = lane_keys(endpoint_id, subject or "-")
+        return lane, index, active, fan
+
     def _row_keys(self, dlv: Delivery) -> list[str]:
         ep = dlv.endpoint_id
+        lane, lanes_index, active, fan = self._lane_keys(ep, dlv.lane)
         return [
             keys.delivery(dlv.id),
             keys.delivery_log(dlv.id),
@@ -239,6 +194,10 @@ class DeliveryStore(DeliveryReads):
             keys.failed_at(ep),
             OUTBOX_STREAM,
             keys.endpoint_events(ep),
+            lane,
+            active,
+            fan,
+            lanes_index,
         ]
 
     async def record(
@@ -281,6 +240,7 @@ class DeliveryStore(DeliveryReads):
                 dlv.taken_ms,
                 EVENT_LOG_MAX,
                 len(alerts),
+                self.lane_gap_ms,
                 *(arg for when, one in alerts for arg in (when, *one.args())),
             ],
         )
@@ -315,11 +275,17 @@ class DeliveryStore(DeliveryReads):
             await tx.execute()
 
     async def requeue(self, message_id: str, endpoint_id: str) -> bool:
-        """Send a delivery again now (same message, same webhook-id), with a fresh retry schedule."""
+        """Send a delivery again now (same message, same webhook-id), with a fresh retry schedule;
+        one of an ordered lane goes back into it, in its turn (``scripts.REQUEUE``)."""
+        dlv_id = keys.delivery_id(message_id, endpoint_id)
+        lane = await self.redis.hget(keys.delivery(dlv_id), "lane")
         dlv = Delivery(
-            keys.delivery_id(message_id, endpoint_id), message_id, endpoint_id, S.pending, 0, 0, "", ""
+            dlv_id, message_id, endpoint_id, S.pending, 0, 0, "", "", lane=lane.decode() if lane else ""
         )
-        done = await self._requeue(keys=self._row_keys(dlv), args=[dlv.id, message_id, "", endpoint_id])
+        done = await self._requeue(
+            keys=self._row_keys(dlv)[:10] + self._row_keys(dlv)[12:],
+            args=[dlv.id, message_id, "", endpoint_id, self.lane_gap_ms],
+        )
         if done:
             await self.redis.pexpire(keys.message(message_id), self.failed_ttl_ms)
         return bool(done)

@@ -22,7 +22,8 @@ from redis.exceptions import RedisError, ResponseError
 from webhooks.attempts import Attempts
 from webhooks.clock import RedisClock
 from webhooks.consumers import Membership
-from webhooks.deliveries import Delivery, DeliveryStore
+from webhooks.deliveries import DeliveryStore
+from webhooks.delivery_units import Delivery
 from webhooks.endpoints import EndpointStore
 from webhooks.errors import EndpointNotFound
 from webhooks.fanout import FanOut
@@ -63,6 +64,7 @@ class Dispatcher:
             redis,
             failed_ttl_ms=settings.failed_retention_seconds * 1000,
             delivered_ttl_ms=settings.delivered_retention_seconds * 1000,
+            lane_gap_ms=int(settings.ordering_gap_seconds * 1000),
         )
         self.sender = Sender(settings)
         self.membership = Membership(

@@ -9,9 +9,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from webhooks import alerts, keys, scripts, secrets
+from webhooks import alerts, health_scripts, keys, scripts, secrets
 from webhooks.errors import EndpointNotFound
 from webhooks.ids import is_valid, new_id
+from webhooks.lanes import delete_lanes, dissolve_lanes
 from webhooks.models import DeliveryStatus, Endpoint, redis_now, to_ms
 from webhooks.outbox import OUTBOX_STREAM
 from webhooks.signing import generate_secret
@@ -32,9 +33,9 @@ async def _write(
     for field, value in pairs.items():
         args += [field, value]
     if alert is None:
-        return bool(await redis.eval(scripts.ENDPOINT_WRITE, 1, key, *args, *cleared))
+        return bool(await redis.eval(health_scripts.ENDPOINT_WRITE, 1, key, *args, *cleared))
     async with redis.pipeline(transaction=True) as tx:
-        tx.eval(scripts.ENDPOINT_WRITE, 1, key, *args, *cleared)
+        tx.eval(health_scripts.ENDPOINT_WRITE, 1, key, *args, *cleared)
         tx.eval(
             alerts.EMIT_ONE,
             3,
@@ -155,11 +156,14 @@ class EndpointStore:
                 )
         dumped = Endpoint.model_construct(**changes).model_dump(mode="json", include=set(changes))
         await _write(self.redis, keys.endpoint(endpoint_id), dumped, alert=note)
+        if changes.get("ordering", before.ordering) != before.ordering and before.ordering == "run":
+            await dissolve_lanes(self.redis, endpoint_id)  # what waited in lanes goes unordered now
         return await self.get(endpoint_id, tenant=tenant)
 
     async def delete(self, endpoint_id: str, *, tenant: str) -> None:
         """Remove the endpoint, its queue and its listings (delivery rows expire on their own)."""
         await self.get(endpoint_id, tenant=tenant)
+        await delete_lanes(self.redis, endpoint_id)
         pending = await self.redis.zrange(keys.due(endpoint_id), 0, -1)
         async with self.redis.pipeline(transaction=True) as tx:
             tx.delete(
@@ -227,7 +231,7 @@ class EndpointStore:
             at_ms=now_ms,
         )
         done = await self.redis.eval(
-            scripts.DISABLE_FAILING,
+            health_scripts.DISABLE_FAILING,
             4,
             keys.endpoint(endpoint.id),
             keys.PROBES,
@@ -248,7 +252,7 @@ class EndpointStore:
     async def probes_due(self, *, limit: int, claim_ms: int) -> tuple[list[str], int]:
         """Claim (for `claim_ms`) the endpoints whose probe is due by Redis's clock; return them and
         that now (ms). A claimed probe is invisible to other dispatchers until its claim runs out."""
-        reply = await self.redis.eval(scripts.CLAIM_DUE, 1, keys.PROBES, limit, claim_ms)
+        reply = await self.redis.eval(health_scripts.CLAIM_DUE, 1, keys.PROBES, limit, claim_ms)
         return [i.decode() for i in reply[1:]], int(reply[0])
 
     async def count_probe(self, endpoint_id: str) -> int:
@@ -271,7 +275,7 @@ class EndpointStore:
             at_ms=now_ms,
         )
         healed = await self.redis.eval(
-            scripts.HEAL,
+            health_scripts.HEAL,
             5,
             keys.endpoint(endpoint.id),
             keys.PROBES,
@@ -286,7 +290,7 @@ class EndpointStore:
 
     async def replays_due(self, *, limit: int, claim_ms: int) -> list[tuple[str, int]]:
         """Claim (for `claim_ms`) healed endpoints whose replay is owed: (endpoint id, replay from ms)."""
-        reply = await self.redis.eval(scripts.CLAIM_DUE, 1, keys.REPLAYS, limit, claim_ms)
+        reply = await self.redis.eval(health_scripts.CLAIM_DUE, 1, keys.REPLAYS, limit, claim_ms)
         ids = [i.decode() for i in reply[1:]]
         if not ids:
             return []
@@ -302,5 +306,5 @@ class EndpointStore:
         """The owed replay of a healed endpoint is done (or the endpoint is gone)."""
         async with self.redis.pipeline(transaction=True) as tx:
             tx.zrem(keys.REPLAYS, endpoint_id)
-            tx.eval(scripts.ENDPOINT_WRITE, 1, keys.endpoint(endpoint_id), "0", "replay_from")
+            tx.eval(health_scripts.ENDPOINT_WRITE, 1, keys.endpoint(endpoint_id), "0", "replay_from")
             await tx.execute()

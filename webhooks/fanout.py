@@ -14,11 +14,15 @@ from collections.abc import Iterable, Sequence
 from redis.asyncio import Redis
 
 from webhooks import keys
-from webhooks.deliveries import DeliveryStore, Message
+from webhooks.deliveries import DeliveryStore
+from webhooks.delivery_units import Message
 from webhooks.endpoints import EndpointStore
-from webhooks.models import DeliveryStatus, Endpoint
+from webhooks.lanes import Lanes
+from webhooks.models import DeliveryStatus, Endpoint, Ordering
 from webhooks.outbox import OutboxEntry
 from webhooks.settings import DispatcherSettings
+
+ORDER_BY_RUN = Ordering.run.value
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +78,11 @@ class FanOut:
         self.deliveries = deliveries
         self.default_events = tuple(default_events)
         self.coalesced_events = frozenset(coalesced_events)
+        self.lanes = Lanes(
+            redis,
+            gap_ms=int(settings.ordering_gap_seconds * 1000),
+            fanned_ttl_ms=settings.failed_retention_seconds * 1000,
+        )
 
     async def __call__(self, entries: Sequence[OutboxEntry]) -> int:
         """Record one delivery per matching endpoint of every entry; return how many were new."""
@@ -82,9 +91,10 @@ class FanOut:
         tenants = {e.tenant for e in entries}
         endpoints = {t: await self.endpoints.for_tenant(t) for t in tenants}
         pending: list[Row] = []
-        parked: list[Row] = []
         gone: list[Row] = []
         keep: dict[str, Message] = {}
+        ordered = {ep.id for eps in endpoints.values() for ep in eps if ep.ordering == ORDER_BY_RUN}
+        sequences = {e.id: (e.subject, e.sequence) for e in entries if e.sequence}
         for entry in entries:
             message = Message(entry.id, entry.type, entry.tenant, entry.subject, entry.body, entry.created_ms)
             for endpoint in endpoints[entry.tenant]:
@@ -100,10 +110,11 @@ class FanOut:
                 if reason is not None or not await self._passes_gate(endpoint.id, entry):
                     continue
                 row = (entry.id, endpoint.id, entry.created_ms, entry.tenant, "")
-                if endpoint.enabled:
+                if endpoint.enabled or endpoint.disabled_reason == "failing":
+                    # Due now; for an endpoint disabled for failing, the take parks it until the
+                    # endpoint's actual next probe (``Health.park``): a heal racing this fan-out
+                    # cannot leave it waiting a whole probe interval.
                     pending.append(row)
-                elif endpoint.disabled_reason == "failing":
-                    parked.append(row)  # waits for the endpoint to heal
                 else:
                     gone.append(row)
                 keep[entry.id] = message
@@ -114,11 +125,17 @@ class FanOut:
                     pending.append((entry.id, hook_id, entry.created_ms, entry.tenant, hook.url))
                     keep[entry.id] = message
         await self.deliveries.save_messages(list(keep.values()))
-        created = await self.deliveries.schedule(pending)
-        # Due now: the take parks each until the endpoint's actual next probe (``Health.park``), so a
-        # heal racing this fan-out cannot leave one waiting a whole probe interval.
-        await self.deliveries.schedule(parked)
+        created = await self.deliveries.schedule(pending, ordered=ordered, sequences=sequences)
         await self.deliveries.schedule(gone, status=DeliveryStatus.failed, note="endpoint gone (410)")
+        # Only now are these sequences fanned out everywhere: lanes waiting for them may move.
+        lanes = {
+            (ep.id, e.subject)
+            for e in entries
+            if e.sequence
+            for ep in endpoints[e.tenant]
+            if ep.id in ordered
+        }
+        await self.lanes.fanned_out([(e.subject, e.sequence) for e in entries if e.sequence], sorted(lanes))
         return created
 
     async def _passes_gate(self, endpoint_id: str, entry: OutboxEntry) -> bool:

@@ -18,7 +18,8 @@ import logging
 from redis.asyncio import Redis
 
 from webhooks import keys
-from webhooks.deliveries import Delivery, DeliveryStore, Recorded, test_message
+from webhooks.deliveries import DeliveryStore
+from webhooks.delivery_units import Delivery, Recorded, test_message
 from webhooks.endpoints import EndpointStore
 from webhooks.errors import EndpointNotFound
 from webhooks.models import Endpoint, format_timestamp, from_ms

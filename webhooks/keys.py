@@ -75,6 +75,26 @@ def endpoint_events(endpoint_id: str) -> str:
     return f"{PREFIX}:ep:{endpoint_id}:events"
 
 
+def lane(endpoint_id: str, subject: str) -> str:
+    """Sorted set of an ordered endpoint's pending deliveries of one subject, by sequence."""
+    return f"{PREFIX}:ep:{endpoint_id}:lane:{subject}"
+
+
+def lane_active(endpoint_id: str, subject: str) -> str:
+    """The lane's active delivery: "g|h <held until ms> <delivery id>" (webhooks.lanes)."""
+    return f"{PREFIX}:ep:{endpoint_id}:lane:{subject}:on"
+
+
+def lanes(endpoint_id: str) -> str:
+    """Set of the subjects an ordered endpoint has a non-empty lane for."""
+    return f"{PREFIX}:ep:{endpoint_id}:lanes"
+
+
+def fanned(subject: str) -> str:
+    """Hash of a subject's fan-out progress: ``w`` (every sequence up to it fanned out), ``s<n>`` above."""
+    return f"{PREFIX}:fan:{subject}"
+
+
 def progress_gate(endpoint_id: str, subject: str) -> str:
     """Set for the progress interval after a progress event to this endpoint for this subject."""
     return f"{PREFIX}:prog:{endpoint_id}:{subject}"

@@ -38,6 +38,9 @@ class DispatcherSettings:
     outbox_batch: int = 200
     group: str = "dispatchers"
     idle_poll_seconds: float = field(default=0.05)
+    # An ordered lane's next message waits this long at most for an earlier one of its subject to be
+    # fanned out (normally milliseconds; the reclaim of a crashed dispatcher's entries takes 5-30 s).
+    ordering_gap_seconds: float = 60.0
     # `message.attempt.failing` goes out when this many consecutive attempts of a message failed.
     failing_after: int = 4
     # A dispatcher re-reads a tenant's default secret (one-run webhooks) at most this often: a

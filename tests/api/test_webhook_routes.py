@@ -178,3 +178,49 @@ async def test_the_event_log_route_pages_the_endpoints_operational_events(
     rest = (await client.get(f"/v1/webhooks/{ep['id']}/events", params={"cursor": page["nextCursor"]})).json()
     assert [e["type"] for e in rest["data"]] == ["endpoint.disabled"] and rest["nextCursor"] is None
     assert (await client_b.get(f"/v1/webhooks/{ep['id']}/events")).status_code == 404
+
+
+# ----- ordering ----------------------------------------------------------------------------------
+
+
+async def test_an_ordered_endpoint_gets_each_runs_transitions_in_sequence_order(
+    client: httpx.AsyncClient, redis: Redis, worker
+) -> None:
+    import asyncio
+    import random
+
+    from aiohttp import web
+
+    rng = random.Random(7)
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(rng.uniform(0, 0.1))
+        return web.Response(status=500 if rng.random() < 0.2 else 200)
+
+    receiver = await Receiver(default=slow).start()
+    try:
+        made = await client.post("/v1/webhooks", json={"url": receiver.url, "ordering": "run"})
+        assert made.status_code == 201 and made.json()["ordering"] == "run"
+        assert (await client.get(f"/v1/webhooks/{made.json()['id']}")).json()["ordering"] == "run"
+        bad = await client.post("/v1/webhooks", json={"url": receiver.url, "ordering": "endpoint"})
+        assert bad.status_code == 422 and bad.json()["error"]["details"]["fields"][0]["field"] == "ordering"
+        async with running_dispatcher(redis):
+            runs = [
+                (await client.post("/v1/flows/echo/runs", json={"input": {"text": str(n)}})).json()["id"]
+                for n in range(20)
+            ]
+
+            def delivered() -> bool:
+                ok = {(r.json["data"]["id"], r.json["type"]) for r in receiver.requests}
+                return all((run, "execution.success") in ok for run in runs)
+
+            await wait_for(delivered, timeout=60, interval=0.1)
+        by_run: dict[str, list[int]] = {}
+        for r in receiver.requests:
+            by_run.setdefault(r.json["data"]["id"], []).append(r.json["data"]["sequence"])
+        for run in runs:
+            assert by_run[run] == sorted(by_run[run]), by_run[run]
+        patched = await client.patch(f"/v1/webhooks/{made.json()['id']}", json={"ordering": "none"})
+        assert patched.json()["ordering"] == "none"
+    finally:
+        await receiver.stop()

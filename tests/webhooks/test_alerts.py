@@ -14,7 +14,7 @@ from tests.receiver import Receiver
 from tests.webhooks.helpers import FAST, deliveries_of, endpoint, publish, running_dispatcher
 from webhooks import keys
 from webhooks.alerts import OPERATIONAL_EVENTS, event_page
-from webhooks.deliveries import Message
+from webhooks.delivery_units import Message
 from webhooks.endpoints import EndpointStore
 from webhooks.ids import new_id
 from webhooks.models import Attempt, DeliveryStatus, from_ms

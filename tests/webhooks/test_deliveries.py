@@ -11,7 +11,8 @@ from tests.deadlines import wait_for
 from tests.receiver import Receiver
 from tests.webhooks.helpers import deliveries_of, endpoint, publish, running_dispatcher
 from webhooks import keys
-from webhooks.deliveries import DeliveryStore, Message
+from webhooks.deliveries import DeliveryStore
+from webhooks.delivery_units import Message
 from webhooks.endpoints import EndpointStore
 from webhooks.ids import id_floor, new_id
 from webhooks.models import Attempt, DeliveryStatus, from_ms
@@ -59,7 +60,7 @@ async def test_a_failed_delivery_keeps_its_message_body_as_long_as_itself(redis:
     # Regression: the body expired (14 days from creation) before the failed row (14 days from failure).
     store = DeliveryStore(redis, failed_ttl_ms=60_000, delivered_ttl_ms=60_000)
     ep_id, _ = await endpoint(redis, "http://127.0.0.1:9/x")
-    from webhooks.deliveries import Message
+    from webhooks.delivery_units import Message
 
     msg = Message(new_id("msg"), "execution.success", "a", "exec_1", "{}", 1)
     await store.save_messages([msg])
@@ -81,7 +82,7 @@ async def test_a_note_for_an_unsendable_delivery_is_not_an_attempt(redis: Redis,
     ep_id, _ = await endpoint(redis, receiver.url)
     store = deliveries_of(redis)
     msg_id = await publish(redis)
-    from webhooks.deliveries import Message
+    from webhooks.delivery_units import Message
 
     await store.save_messages([Message(msg_id, "execution.success", "a", "exec_1", "{}", 1)])
     await store.schedule([(msg_id, ep_id, 1, "a", "")])
