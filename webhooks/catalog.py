@@ -106,7 +106,7 @@ def namespaced(schema: Schema, prefix: str) -> tuple[Schema, Schema]:
 # ----- the service's own types -------------------------------------------------------------------
 
 
-class TestData(WireModel):
+class WebhookTestData(WireModel):
     """``data`` of ``webhook.test``."""
 
     endpoint_id: str
@@ -176,7 +176,7 @@ OWN_TYPES: tuple[EventType, ...] = (
     EventType(
         "webhook.test",
         "A test message sent from the API (POST /v1/webhooks/{id}/test), or a probe of a disabled endpoint.",
-        _schema(TestData),
+        _schema(WebhookTestData),
         {"endpointId": EXAMPLE_ENDPOINT, "message": "test message sent from the API"},
         group="webhook",
     ),

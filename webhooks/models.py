@@ -188,7 +188,7 @@ class EndpointPatch(WireModel):
         return None if value is None else custom_headers.check(value)
 
 
-class TestBody(WireModel):
+class SendTestBody(WireModel):
     """Body of ``POST /v1/webhooks/{id}/test`` (optional): which event type's example to send."""
 
     model_config = ConfigDict(extra="forbid")

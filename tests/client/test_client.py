@@ -157,6 +157,11 @@ async def test_webhook_resource_round_trip(sdk: AsyncClient) -> None:
     assert (await sdk.webhooks.rotate_secret(ep.id)) != ep.secret
     message_id = await sdk.webhooks.test(ep.id)
     assert [d.id async for d in sdk.webhooks.deliveries(ep.id)] == [message_id]
+    typed = await sdk.webhooks.test(ep.id, event_type="execution.success")
+    assert typed != message_id
+    assert [e.type async for e in sdk.webhooks.events(ep.id)] == ["endpoint.disabled"]  # the update above
+    ordered = await sdk.webhooks.update(ep.id, headers={"X-Token": "t1"}, ordering="run")
+    assert ordered.headers == {"X-Token": "********"} and ordered.ordering == "run"
     await sdk.webhooks.retry(ep.id, message_id)
     from datetime import UTC, datetime
 

@@ -29,7 +29,7 @@ from webhooks.models import (
     MessageRef,
     Page,
     RecoverBody,
-    TestBody,
+    SendTestBody,
     now_ms,
 )
 
@@ -60,7 +60,7 @@ class MessageRoutes(ABC):
     @operation(
         summary="Send a test message: webhook.test, or the example of any event type of the catalog",
         tag="Webhooks",
-        body=TestBody,
+        body=SendTestBody,
         body_required=False,
         responses={202: MessageRef},
         links={
@@ -86,7 +86,7 @@ class MessageRoutes(ABC):
         tenant = await self.authenticate(request)
         endpoints, deliveries = self.stores(request)
         endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
-        options = await self.optional_body(request, TestBody)
+        options = await self.optional_body(request, SendTestBody)
         event = None
         if options is not None and options.event_type is not None:
             found = {e.name: e for e in self.event_types(endpoint.flow_ids or None)}
