@@ -99,7 +99,8 @@ class DeliveryReads:
         return out, (ids[-1] if more and ids else None)
 
     async def trim_listings(self, *, older_than_ms: int) -> int:
-        """Drop every endpoint's listing entries of messages created before `older_than_ms`.
+        """Drop every endpoint's listing entries of messages created before `older_than_ms`, and its
+        failed-at entries (what a heal replays) of failures before then.
 
         The rows themselves expire on their own; listings are sorted sets that would only grow.
         """
@@ -110,5 +111,6 @@ class DeliveryReads:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for status in (None, *S):
                     pipe.zremrangebylex(keys.listing(endpoint_id, status), "-", f"({floor}")
+                pipe.zremrangebyscore(keys.failed_at(endpoint_id), "-inf", f"({older_than_ms}")
                 removed += sum(await pipe.execute())
         return removed

@@ -135,7 +135,10 @@ class FanOut:
             for ep in endpoints[e.tenant]
             if ep.id in ordered
         }
-        await self.lanes.fanned_out([(e.subject, e.sequence) for e in entries if e.sequence], sorted(lanes))
+        # Marked only for tenants with an ordered endpoint: the others pay nothing for ordering.
+        ordering_tenants = {t for t, eps in endpoints.items() if any(ep.id in ordered for ep in eps)}
+        marks = [(e.subject, e.sequence) for e in entries if e.sequence and e.tenant in ordering_tenants]
+        await self.lanes.fanned_out(marks, sorted(lanes))
         return created
 
     async def _passes_gate(self, endpoint_id: str, entry: OutboxEntry) -> bool:

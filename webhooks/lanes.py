@@ -8,12 +8,15 @@ so one slow or failing run never holds another back (Svix's FIFO endpoints seria
 endpoint instead).
 
 Fan-outs run in parallel (several dispatchers, batches reclaimed after a crash), so a message can
-reach its lane before an earlier one of the same subject was fanned out. Every fan-out therefore
-marks the sequences it processed (``mark``, a per-subject watermark: every sequence up to ``w``
-was fanned out, whatever the endpoints); a lane's head goes only once the watermark covers
-everything before it, and a late lower head takes the place of a held one. A head still waiting
-after ``ordering_gap_seconds`` goes anyway: an entry that can never be fanned out (lost by a Redis
-failover) must not stop its subject for good.
+reach its lane before an earlier one of the same subject was fanned out. Every fan-out for a tenant
+with an ordered endpoint therefore marks the sequences it processed (``MARK``, a per-subject
+watermark: every sequence up to ``w`` was fanned out, whatever the endpoints; other tenants pay
+nothing); a lane's head goes only once the watermark covers everything before it, and a late lower
+head takes the place of a held one. A head still waiting after ``ordering_gap_seconds`` goes
+anyway: an entry that can never be fanned out (lost by a Redis failover) must not stop its subject
+for good. The same bound applies to the runs already in flight when a tenant's first ordered
+endpoint appears (their earlier sequences were never marked): each of their later messages to it
+may wait up to that gap, once, until those runs end.
 """
 
 from __future__ import annotations

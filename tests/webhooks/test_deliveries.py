@@ -50,10 +50,12 @@ async def test_listings_are_trimmed_past_the_retention_window(redis: Redis) -> N
     old, new = id_floor("msg", now - 10_000), new_id("msg")
     for status in (None, DeliveryStatus.failed):
         await redis.zadd(keys.listing(ep_id, status), {old: 0, new: 0})
+    await redis.zadd(keys.failed_at(ep_id), {old: now - 10_000, new: now})  # by when they failed
     removed = await deliveries_of(redis).trim_listings(older_than_ms=now - 5_000)
-    assert removed == 2
+    assert removed == 3
     for status in (None, DeliveryStatus.failed):
         assert await redis.zrange(keys.listing(ep_id, status), 0, -1) == [new.encode()]
+    assert await redis.zrange(keys.failed_at(ep_id), 0, -1) == [new.encode()]
 
 
 async def test_a_failed_delivery_keeps_its_message_body_as_long_as_itself(redis: Redis) -> None:
