@@ -169,3 +169,19 @@ async def test_turning_ordering_off_releases_what_waited(redis: Redis, receiver:
         await store.update(ep_id, tenant="a", changes={"ordering": "none"})
         await wait_for(lambda: len(receiver.requests) == 2)
     assert await redis.exists(keys.lanes(ep_id), keys.lane(ep_id, "exec_1")) == 0
+
+
+async def test_tenants_without_an_ordered_endpoint_keep_no_ordering_state(
+    redis: Redis, dispatcher, receiver: Receiver
+) -> None:
+    await endpoint(redis, receiver.url)  # tenant "a": unordered only
+    ordered = await Receiver().start()
+    try:
+        await endpoint(redis, ordered.url, tenant="b", ordering="run")
+        await publish(redis, subject="exec_a", sequence=1)
+        await publish(redis, subject="exec_b", tenant="b", sequence=1)
+        await wait_for(lambda: len(receiver.requests) == 1 and len(ordered.requests) == 1)
+        assert await redis.exists(keys.fanned("exec_a")) == 0
+        assert await redis.hget(keys.fanned("exec_b"), "w") == b"1"
+    finally:
+        await ordered.stop()
