@@ -72,6 +72,13 @@ def test_the_ca_bundle_reaches_the_dispatcher_and_child_processes(tmp_path: Path
     assert Settings.from_env(unset.to_env()) == unset
 
 
+def test_failing_after_reaches_the_dispatcher() -> None:
+    assert Settings.from_env({}).dispatcher.failing_after == 4
+    assert Settings.from_env({"ORCH_WEBHOOK_FAILING_AFTER": "2"}).dispatcher.failing_after == 2
+    with pytest.raises(ValidationError):
+        Settings.from_env({"ORCH_WEBHOOK_FAILING_AFTER": "0"})
+
+
 def test_settings_are_frozen() -> None:
     s = Settings.from_env({})
     with pytest.raises(ValidationError):
