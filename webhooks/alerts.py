@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 from webhooks import keys
 from webhooks.ids import new_id
 from webhooks.models import Attempt, format_timestamp, from_ms
-from webhooks.outbox import OUTBOX_STREAM, OutboxEntry
+from webhooks.outbox import OutboxEntry
 
 ENDPOINT_DISABLED = "endpoint.disabled"
 ENDPOINT_ENABLED = "endpoint.enabled"
@@ -135,21 +135,6 @@ def message_data(
         "attempts": attempts,
         "lastAttempt": last.model_dump(mode="json", by_alias=True, exclude={"response_body"}),
     }
-
-
-async def emit_one(redis: Redis, alert_: Alert) -> bool:
-    """Append `alert_` on its own (its endpoint must still exist); True if appended."""
-    return bool(
-        await redis.eval(
-            EMIT_ONE,
-            3,
-            keys.endpoint(alert_.endpoint_id),
-            OUTBOX_STREAM,
-            keys.endpoint_events(alert_.endpoint_id),
-            EVENT_LOG_MAX,
-            *alert_.args(),
-        )
-    )
 
 
 async def event_page(

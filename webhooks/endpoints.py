@@ -288,8 +288,9 @@ class EndpointStore:
         )
         return bool(healed)
 
-    async def replays_due(self, *, limit: int, claim_ms: int) -> list[tuple[str, int]]:
-        """Claim (for `claim_ms`) healed endpoints whose replay is owed: (endpoint id, replay from ms)."""
+    async def replays_due(self, *, limit: int, claim_ms: int) -> list[tuple[str, int | None]]:
+        """Claim (for `claim_ms`) healed endpoints whose replay is owed: (endpoint id, replay from
+        ms), None for an endpoint deleted meanwhile (nothing to replay)."""
         reply = await self.redis.eval(health_scripts.CLAIM_DUE, 1, keys.REPLAYS, limit, claim_ms)
         ids = [i.decode() for i in reply[1:]]
         if not ids:
@@ -298,9 +299,7 @@ class EndpointStore:
             for endpoint_id in ids:
                 pipe.hget(keys.endpoint(endpoint_id), "replay_from")
             froms = await pipe.execute()
-        return [(i, int(f)) for i, f in zip(ids, froms, strict=True) if f is not None] + [
-            (i, -1) for i, f in zip(ids, froms, strict=True) if f is None
-        ]
+        return [(i, int(f) if f is not None else None) for i, f in zip(ids, froms, strict=True)]
 
     async def replay_done(self, endpoint_id: str) -> None:
         """The owed replay of a healed endpoint is done (or the endpoint is gone)."""

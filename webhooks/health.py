@@ -122,8 +122,11 @@ class Health:
         since they started failing; return how many messages went again."""
         total = 0
         for endpoint_id, since in await self.endpoints.replays_due(limit=most, claim_ms=self._claim_ms):
+            if since is None:  # deleted since it healed
+                await self.endpoints.replay_done(endpoint_id)
+                continue
             released = await self.deliveries.release(endpoint_id)
-            replayed = await self.deliveries.replay_failed(endpoint_id, max(since, 0))
+            replayed = await self.deliveries.replay_failed(endpoint_id, since)
             await self.endpoints.replay_done(endpoint_id)
             total += released + replayed
             logger.warning(
