@@ -38,10 +38,15 @@ class Settings(BaseSettings):
     webhook_endpoint_concurrency: int = Field(default=10, ge=1)
     webhook_max_in_flight: int = Field(default=500, ge=1)
     webhook_disable_after_seconds: float = Field(default=5 * 24 * 3600, gt=0)
+    # `message.attempt.failing` goes out after this many consecutive failed attempts of a message.
+    webhook_failing_after: int = Field(default=4, ge=1)
     # Probes of an endpoint disabled for failing, seconds after it was disabled (the last repeats).
     webhook_probe_schedule: tuple[float, ...] = DEFAULT_PROBE_SCHEDULE
     webhook_delivered_retention_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     webhook_failed_retention_seconds: int = Field(default=14 * 24 * 3600, gt=0)
+    # PEM file of CA certificates the dispatcher trusts besides the system's (receivers behind a
+    # private CA); checked at start, so a wrong path fails every process at once with its name.
+    webhook_ca_bundle: str | None = None
 
     # Worker tuning, chosen by measurement (see README "Performance").
     worker_max_jobs: int = Field(default=1000, gt=0)
@@ -83,6 +88,15 @@ class Settings(BaseSettings):
                 raise ValueError("ORCH_API_KEYS entries must look like tenant:key")
             pairs.append((tenant, key))
         return tuple(pairs)
+
+    @field_validator("webhook_ca_bundle")
+    @classmethod
+    def _readable_file(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not os.path.isfile(value) or not os.access(value, os.R_OK):
+            raise ValueError(f"ORCH_WEBHOOK_CA_BUNDLE {value!r} is not a readable file")
+        return value
 
     @field_validator("webhook_retry_schedule")
     @classmethod
@@ -132,6 +146,8 @@ class Settings(BaseSettings):
             probe_schedule=self.webhook_probe_schedule,
             delivered_retention_seconds=self.webhook_delivered_retention_seconds,
             failed_retention_seconds=self.webhook_failed_retention_seconds,
+            ca_bundle=self.webhook_ca_bundle,
+            failing_after=self.webhook_failing_after,
         )
 
     def to_env(self) -> dict[str, str]:
@@ -139,6 +155,8 @@ class Settings(BaseSettings):
         out: dict[str, str] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
+            if value is None:
+                continue  # unset: the child's default (None) too
             if name == "api_keys":
                 text = ",".join(f"{t}:{k}" for t, k in value)
             elif isinstance(value, tuple):

@@ -13,6 +13,7 @@ FACE = (
     "webhooks.api.apidoc",
     "webhooks.api.inputs",
     "webhooks.api.routes",
+    "webhooks.catalog",
     "webhooks.errors",
     "webhooks.ids",
     "webhooks.metrics",

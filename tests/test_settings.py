@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -50,11 +52,31 @@ def test_probe_schedule_reaches_the_dispatcher() -> None:
         {"ORCH_WEBHOOK_PROBE_SCHEDULE": ""},
         {"ORCH_MAX_BODY_BYTES": "0"},
         {"ORCH_WEBHOOK_TIMEOUT": "x"},
+        {"ORCH_WEBHOOK_CA_BUNDLE": "/nonexistent/ca.pem"},
+        {"ORCH_WEBHOOK_CA_BUNDLE": "/"},  # a directory, not a file
     ],
 )
 def test_bad_values_are_refused(env: dict[str, str]) -> None:
     with pytest.raises(ValidationError):
         Settings.from_env(env)
+
+
+def test_the_ca_bundle_reaches_the_dispatcher_and_child_processes(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("pem")
+    s = Settings.from_env({"ORCH_WEBHOOK_CA_BUNDLE": str(bundle)})
+    assert s.dispatcher.ca_bundle == str(bundle)
+    assert Settings.from_env(s.to_env()).webhook_ca_bundle == str(bundle)
+    unset = Settings.from_env({})
+    assert unset.dispatcher.ca_bundle is None and "ORCH_WEBHOOK_CA_BUNDLE" not in unset.to_env()
+    assert Settings.from_env(unset.to_env()) == unset
+
+
+def test_failing_after_reaches_the_dispatcher() -> None:
+    assert Settings.from_env({}).dispatcher.failing_after == 4
+    assert Settings.from_env({"ORCH_WEBHOOK_FAILING_AFTER": "2"}).dispatcher.failing_after == 2
+    with pytest.raises(ValidationError):
+        Settings.from_env({"ORCH_WEBHOOK_FAILING_AFTER": "0"})
 
 
 def test_settings_are_frozen() -> None:

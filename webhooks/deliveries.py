@@ -4,96 +4,35 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
 
 from redis.asyncio import Redis
 
 from webhooks import keys, scripts
-from webhooks.ids import id_floor, new_id
-from webhooks.models import Attempt, DeliveryOut, DeliveryStatus, Endpoint, format_timestamp, from_ms
+from webhooks.alerts import EVENT_LOG_MAX, Alert
+from webhooks.catalog import EventType
+from webhooks.delivery_reads import DeliveryReads
+from webhooks.delivery_units import Delivery, Message, Recorded, message_of, test_message
+from webhooks.ids import id_floor
+from webhooks.lanes import lane_keys
+from webhooks.models import Attempt, DeliveryStatus, Endpoint, format_timestamp, from_ms
+from webhooks.outbox import OUTBOX_STREAM
 
 MAX_LOG = 50
 S = DeliveryStatus
 
 
-@dataclass
-class Message:
-    """What goes on the wire, and who it is about."""
-
-    id: str
-    type: str
-    tenant: str
-    subject: str
-    body: str
-    created_ms: int
-
-
-@dataclass
-class DeliveryState:
-    """Where one delivery stands: status, next attempt (RFC 3339) while pending, every attempt."""
-
-    status: str
-    next_attempt_at: str | None
-    attempts: list[Attempt]
-
-
-@dataclass
-class Delivery:
-    """One message for one endpoint, as the dispatcher needs it to send."""
-
-    id: str
-    message_id: str
-    endpoint_id: str
-    status: DeliveryStatus
-    attempts: int
-    base: int
-    tenant: str
-    url: str
-    # Read together with the row when the delivery is taken (saves a round trip per attempt).
-    message: Message | None = None
-    # The due-queue score our take set: while it is still there, the claim is ours.
-    claimed_until: int | None = None
-    # Redis's time at the take (ms), and this process's monotonic clock then (s).
-    taken_ms: int = 0
-    taken_mono: float = 0.0
-
-    @property
-    def attempt_number(self) -> int:
-        """1-based number of the next attempt within the current retry round."""
-        return self.attempts - self.base + 1
-
-
-TEST_EVENT = "webhook.test"
-
-
-def _message(message_id: str, raw: dict[bytes, bytes]) -> Message | None:
-    if not raw:
-        return None
-    d = {k.decode(): v.decode() for k, v in raw.items()}
-    return Message(message_id, d["type"], d["tenant"], d["subject"], d["body"], int(d["created"]))
-
-
-def test_message(endpoint: Endpoint, *, now_ms: int, note: str) -> Message:
-    """A ``webhook.test`` message for one endpoint."""
-    body = json.dumps(
-        {
-            "type": TEST_EVENT,
-            "timestamp": format_timestamp(from_ms(now_ms)),
-            "data": {"endpointId": endpoint.id, "message": note},
-        },
-        separators=(",", ":"),
-    )
-    return Message(new_id("msg", now_ms=now_ms), TEST_EVENT, endpoint.tenant, endpoint.id, body, now_ms)
-
-
-class DeliveryStore:
+class DeliveryStore(DeliveryReads):
     """All the delivery state, in Redis; the scripts keep queue, row and listings consistent."""
 
-    def __init__(self, redis: Redis, *, failed_ttl_ms: int, delivered_ttl_ms: int) -> None:
+    def __init__(
+        self, redis: Redis, *, failed_ttl_ms: int, delivered_ttl_ms: int, lane_gap_ms: int = 60_000
+    ) -> None:
         self.redis = redis
         self.failed_ttl_ms = failed_ttl_ms
         self.delivered_ttl_ms = delivered_ttl_ms
+        # How long a lane's head waits for an earlier message of its subject to be fanned out.
+        self.lane_gap_ms = lane_gap_ms
         self._schedule = redis.register_script(scripts.SCHEDULE)
         self._take = redis.register_script(scripts.TAKE)
         self._record = redis.register_script(scripts.RECORD)
@@ -128,14 +67,22 @@ class DeliveryStore:
         delay_ms: int = 0,
         status: DeliveryStatus = S.pending,
         note: str = "",
+        ordered: Collection[str] = (),
+        sequences: Mapping[str, tuple[str, int]] | None = None,
     ) -> int:
         """Create deliveries (message id, endpoint id, created ms, tenant, url), due `delay_ms` from
-        Redis's now; existing ones stay. Returns how many were created."""
+        Redis's now; existing ones stay. Returns how many were created.
+
+        For the endpoints in `ordered`, a message with an entry in `sequences` (message id ->
+        (subject, sequence)) joins that subject's lane instead (``webhooks.lanes``).
+        """
         if not entries:
             return 0
         async with self.redis.pipeline(transaction=False) as pipe:
             for msg_id, ep_id, created_ms, tenant, url in entries:
                 dlv = keys.delivery_id(msg_id, ep_id)
+                subject, seq = (sequences or {}).get(msg_id, ("", 0)) if ep_id in ordered else ("", 0)
+                lane, lanes_index, active, fan = self._lane_keys(ep_id, subject)
                 await self._schedule(
                     keys=[
                         keys.delivery(dlv),
@@ -144,6 +91,10 @@ class DeliveryStore:
                         keys.listing(ep_id),
                         keys.listing(ep_id, status),
                         keys.endpoint(ep_id),
+                        lane,
+                        lanes_index,
+                        active,
+                        fan,
                     ],
                     args=[
                         dlv,
@@ -156,6 +107,9 @@ class DeliveryStore:
                         status.value,
                         self.failed_ttl_ms,
                         note,
+                        subject,
+                        seq,
+                        self.lane_gap_ms,
                     ],
                     client=pipe,
                 )
@@ -207,16 +161,26 @@ class DeliveryStore:
                     base=int(d.get("base", "0")),
                     tenant=d["tenant"],
                     url=d.get("url", ""),
-                    message=_message(d["msg"], raw_message),
+                    message=message_of(d["msg"], raw_message),
                     claimed_until=claim_until_ms,
                     taken_ms=now_ms,
                     taken_mono=taken_mono,
+                    alerted=d.get("alerted") == "1",
+                    lane=d.get("lane", ""),
+                    seq=int(d.get("seq") or 0),
                 )
             )
         return out, now_ms
 
+    @staticmethod
+    def _lane_keys(endpoint_id: str, subject: str) -> tuple[str, str, str, str]:
+        """(lane, lane index, lane active, fan-out watermark): unused by the scripts without a subject."""
+        lane, active, fan, index = lane_keys(endpoint_id, subject or "-")
+        return lane, index, active, fan
+
     def _row_keys(self, dlv: Delivery) -> list[str]:
         ep = dlv.endpoint_id
+        lane, lanes_index, active, fan = self._lane_keys(ep, dlv.lane)
         return [
             keys.delivery(dlv.id),
             keys.delivery_log(dlv.id),
@@ -226,6 +190,14 @@ class DeliveryStore:
             keys.listing(ep, S.succeeded),
             keys.listing(ep, S.failed),
             keys.message(dlv.message_id),
+            keys.endpoint(ep),
+            keys.failed_at(ep),
+            OUTBOX_STREAM,
+            keys.endpoint_events(ep),
+            lane,
+            active,
+            fan,
+            lanes_index,
         ]
 
     async def record(
@@ -237,16 +209,21 @@ class DeliveryStore:
         delay_ms: int | None,
         sent: bool = True,
         fenced: bool = False,
-    ) -> bool:
+        health: str = "",
+        alerts: Sequence[tuple[str, Alert]] = (),
+    ) -> Recorded:
         """Log `attempt` and move the delivery to `status` (pending: due again `delay_ms` from now).
 
         `sent=False` logs a note without counting an attempt (nothing went on the wire).
         `fenced=True` writes only while our claim still holds (its score is still in the due queue):
         a retry after an error that may have come after the script ran is then a no-op the second
         time, and one made after the claim passed to another dispatcher changes nothing.
+        `health` (``fail`` or ``ok``) updates the endpoint's failure streak in the same step; each of
+        `alerts` is appended with it, ``("x", alert)`` only if the delivery ends failed, ``("a", alert)``
+        always (``webhooks.alerts``). See ``scripts.RECORD``.
         """
         ttl = self.delivered_ttl_ms if status is S.succeeded else self.failed_ttl_ms
-        done = await self._record(
+        reply = await self._record(
             keys=self._row_keys(dlv),
             args=[
                 dlv.id,
@@ -259,9 +236,23 @@ class DeliveryStore:
                 MAX_LOG,
                 "1" if sent else "0",
                 dlv.claimed_until if fenced and dlv.claimed_until is not None else "",
+                health,
+                dlv.taken_ms,
+                EVENT_LOG_MAX,
+                len(alerts),
+                self.lane_gap_ms,
+                *(arg for when, one in alerts for arg in (when, *one.args())),
             ],
         )
-        return bool(done)
+        if not int(reply[0]):
+            return Recorded(done=False)
+        since = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+        return Recorded(
+            done=True,
+            failing_since=int(since) if since else None,
+            now_ms=int(reply[2]),
+            heal=reply[3] in (b"1", "1"),
+        )
 
     async def postpone(self, dlv: Delivery, *, min_ms: int) -> None:
         """Park a pending delivery until its endpoint's next probe (at least `min_ms`), no attempt spent."""
@@ -284,24 +275,39 @@ class DeliveryStore:
             await tx.execute()
 
     async def requeue(self, message_id: str, endpoint_id: str) -> bool:
-        """Send a delivery again now (same message, same webhook-id), with a fresh retry schedule."""
+        """Send a delivery again now (same message, same webhook-id), with a fresh retry schedule;
+        one of an ordered lane goes back into it, in its turn (``scripts.REQUEUE``)."""
+        dlv_id = keys.delivery_id(message_id, endpoint_id)
+        lane = await self.redis.hget(keys.delivery(dlv_id), "lane")
         dlv = Delivery(
-            keys.delivery_id(message_id, endpoint_id), message_id, endpoint_id, S.pending, 0, 0, "", ""
+            dlv_id, message_id, endpoint_id, S.pending, 0, 0, "", "", lane=lane.decode() if lane else ""
         )
-        done = await self._requeue(keys=self._row_keys(dlv), args=[dlv.id, message_id, "", endpoint_id])
+        done = await self._requeue(
+            keys=self._row_keys(dlv)[:10] + self._row_keys(dlv)[12:],
+            args=[dlv.id, message_id, "", endpoint_id, self.lane_gap_ms],
+        )
         if done:
             await self.redis.pexpire(keys.message(message_id), self.failed_ttl_ms)
         return bool(done)
 
-    async def send_test(self, endpoint: Endpoint, *, now_ms: int) -> str:
-        """Queue a ``webhook.test`` message to `endpoint` alone, due now; return its message id.
-
-        `now_ms` only labels the message (its id and timestamp).
-        """
+    async def send_test(self, endpoint: Endpoint, *, now_ms: int, event: EventType | None = None) -> str:
+        """Queue a ``webhook.test`` message (or `event`'s example) to `endpoint` alone, due now;
+        return its message id. `now_ms` only labels the message (its id and timestamp)."""
         message = test_message(endpoint, now_ms=now_ms, note="test message sent from the API")
+        if event is not None:
+            body = json.dumps(event.body_example(format_timestamp(from_ms(now_ms))), separators=(",", ":"))
+            message = Message(message.id, event.name, endpoint.tenant, endpoint.id, body, now_ms)
         await self.save_messages([message])
         await self.schedule([(message.id, endpoint.id, now_ms, endpoint.tenant, "")])
         return message.id
+
+    async def replay_failed(self, endpoint_id: str, since_ms: int) -> int:
+        """Send again every message of the endpoint that *failed* at or after `since_ms` (Redis's ms,
+        whenever it was created): what a heal owes (``failed-at``); return how many."""
+        count = 0
+        for raw in await self.redis.zrangebyscore(keys.failed_at(endpoint_id), since_ms, "+inf"):
+            count += await self.requeue(raw.decode(), endpoint_id)
+        return count
 
     async def recover(self, endpoint_id: str, since_ms: int) -> int:
         """Send every failed message of the endpoint created since `since_ms` again; return how many."""
@@ -315,85 +321,3 @@ class DeliveryStore:
         floor = id_floor("msg", since_ms)
         ids = await self.redis.zrangebylex(keys.listing(endpoint_id, S.failed), f"[{floor}", "+")
         return [i.decode() for i in ids]
-
-    async def rows(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], DeliveryState]:
-        """State of the deliveries of (message id, endpoint id) pairs that exist."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for msg_id, ep_id in pairs:
-                dlv = keys.delivery_id(msg_id, ep_id)
-                pipe.hgetall(keys.delivery(dlv))
-                pipe.lrange(keys.delivery_log(dlv), 0, -1)
-            rows = await pipe.execute()
-        out: dict[tuple[str, str], DeliveryState] = {}
-        for i, pair in enumerate(pairs):
-            raw, log = rows[2 * i], rows[2 * i + 1]
-            if not raw:
-                continue
-            d = {k.decode(): v.decode() for k, v in raw.items()}
-            nxt = d.get("next", "")
-            out[pair] = DeliveryState(
-                status=d["status"],
-                next_attempt_at=format_timestamp(from_ms(int(nxt)))
-                if nxt and d["status"] == "pending"
-                else None,
-                attempts=[Attempt.model_validate_json(a) for a in log],
-            )
-        return out
-
-    async def page(
-        self, endpoint_id: str, *, status: DeliveryStatus | None, limit: int, cursor: str | None
-    ) -> tuple[list[DeliveryOut], str | None]:
-        """A newest-first page of the endpoint's deliveries, each with its attempts."""
-        index = keys.listing(endpoint_id, status)
-        upper = "+" if cursor is None else f"({cursor}"
-        ids = [i.decode() for i in await self.redis.zrevrangebylex(index, upper, "-", 0, limit + 1)]
-        more = len(ids) > limit
-        ids = ids[:limit]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for msg_id in ids:
-                dlv = keys.delivery_id(msg_id, endpoint_id)
-                pipe.hgetall(keys.delivery(dlv))
-                pipe.lrange(keys.delivery_log(dlv), 0, -1)
-                pipe.hmget(keys.message(msg_id), ("type", "subject"))
-            rows = await pipe.execute()
-        out: list[DeliveryOut] = []
-        gone: list[str] = []
-        for i, msg_id in enumerate(ids):
-            raw, log, (etype, subject) = rows[3 * i], rows[3 * i + 1], rows[3 * i + 2]
-            if not raw:
-                gone.append(msg_id)
-                continue
-            d = {k.decode(): v.decode() for k, v in raw.items()}
-            nxt = d.get("next", "")
-            out.append(
-                DeliveryOut(
-                    id=msg_id,
-                    event_type=etype.decode() if etype else "",
-                    run_id=subject.decode() if subject else None,
-                    status=S(d["status"]),
-                    created_at=from_ms(int(d["created"])),
-                    next_attempt_at=from_ms(int(nxt)) if nxt and d["status"] == "pending" else None,
-                    attempts=[Attempt.model_validate(json.loads(a)) for a in log],
-                )
-            )
-        if gone:  # rows expired by retention: their listing entries go too
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for st in (None, *S):
-                    pipe.zrem(keys.listing(endpoint_id, st), *gone)
-                await pipe.execute()
-        return out, (ids[-1] if more and ids else None)
-
-    async def trim_listings(self, *, older_than_ms: int) -> int:
-        """Drop every endpoint's listing entries of messages created before `older_than_ms`.
-
-        The rows themselves expire on their own; listings are sorted sets that would only grow.
-        """
-        floor = id_floor("msg", older_than_ms)
-        removed = 0
-        for raw in await self.redis.smembers(keys.ENDPOINTS):
-            endpoint_id = raw.decode()
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for status in (None, *S):
-                    pipe.zremrangebylex(keys.listing(endpoint_id, status), "-", f"({floor}")
-                removed += sum(await pipe.execute())
-        return removed

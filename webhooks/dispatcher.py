@@ -13,27 +13,25 @@ import contextlib
 import logging
 import os
 import socket
-import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from webhooks.attempts import Attempts
 from webhooks.clock import RedisClock
 from webhooks.consumers import Membership
-from webhooks.deliveries import Delivery, DeliveryStore
+from webhooks.deliveries import DeliveryStore
+from webhooks.delivery_units import Delivery
 from webhooks.endpoints import EndpointStore
 from webhooks.errors import EndpointNotFound
 from webhooks.fanout import FanOut
-from webhooks.health import FAILING, Health
+from webhooks.health import Health
 from webhooks.ids import new_id
 from webhooks.metrics import MetricsBuffer
-from webhooks.models import Attempt, DeliveryStatus, Endpoint, from_ms
+from webhooks.models import DeliveryStatus, Endpoint
 from webhooks.outbox import OUTBOX_STREAM, MalformedEntry, OutboxEntry
-from webhooks.retry import Decision, classify
 from webhooks.sender import Sender
 from webhooks.settings import DispatcherSettings
 
@@ -66,6 +64,7 @@ class Dispatcher:
             redis,
             failed_ttl_ms=settings.failed_retention_seconds * 1000,
             delivered_ttl_ms=settings.delivered_retention_seconds * 1000,
+            lane_gap_ms=int(settings.ordering_gap_seconds * 1000),
         )
         self.sender = Sender(settings)
         self.membership = Membership(
@@ -91,6 +90,16 @@ class Dispatcher:
             deliveries=self.deliveries,
             sender=self.sender,
         )
+        self.attempts = Attempts(
+            settings,
+            redis,
+            endpoints=self.endpoints,
+            deliveries=self.deliveries,
+            sender=self.sender,
+            health=self.health,
+            metrics=self.metrics,
+            clock=self.clock,
+        )
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._in_flight: dict[str, int] = defaultdict(int)
@@ -99,9 +108,12 @@ class Dispatcher:
         self._loops: list[asyncio.Task[None]] = []
         self._stopping = False
         self._maintenance_runs = 0
-        self._default_secrets: dict[str, str] = {}
         self._recheck_own = True  # entries this consumer name read before a restart, if any
-        self.sent = 0
+
+    @property
+    def sent(self) -> int:
+        """How many requests this dispatcher has sent."""
+        return self.attempts.sent
 
     # ----- lifecycle ---------------------------------------------------------------------------
 
@@ -287,95 +299,12 @@ class Dispatcher:
 
     async def _attempt(self, dlv: Delivery, endpoint: Endpoint | None) -> None:
         try:
-            await self._attempt_unguarded(dlv, endpoint)
+            await self.attempts.run(dlv, endpoint)
         except asyncio.CancelledError:
             raise
         except Exception:
             # The claim deadline makes the delivery due again; nothing is lost.
             logger.exception("delivery %s could not be processed; it will be retried", dlv.id)
-
-    async def _attempt_unguarded(self, dlv: Delivery, endpoint: Endpoint | None) -> None:
-        message = dlv.message
-        if message is None:
-            await self._note(dlv, "message expired")
-            return
-        if dlv.url:
-            url = dlv.url
-            secret = self._default_secrets.get(dlv.tenant)
-            if secret is None:  # a tenant's default secret never changes: read it once
-                secret = self._default_secrets[dlv.tenant] = await self.endpoints.default_secret(dlv.tenant)
-            secrets = [secret]
-        else:
-            if endpoint is None:  # deleted
-                await self.deliveries.drop(dlv)
-                return
-            if not endpoint.enabled:
-                if endpoint.disabled_reason == FAILING:
-                    await self.health.park(dlv, endpoint)
-                else:
-                    await self._note(dlv, f"endpoint disabled ({endpoint.disabled_reason or 'by hand'})")
-                return
-            url = endpoint.url
-            secrets = endpoint.signing_secrets(dlv.taken_ms)  # Redis's time: the rotation window's
-        result = await self.sender.send(url, message_id=message.id, body=message.body, secrets=secrets)
-        self.sent += 1
-        outcome = classify(
-            result.status,
-            attempt=dlv.attempt_number,
-            schedule=self.settings.retry_schedule,
-            retry_after=result.retry_after,
-            retry_after_cap=self.settings.retry_after_cap,
-            jitter=self.settings.jitter,
-        )
-        logger.info(
-            "delivery %s attempt %d -> %s in %dms (%s)",
-            dlv.id,
-            dlv.attempts + 1,
-            result.status or result.attempt.error,
-            result.attempt.duration_ms,
-            outcome.decision.value,
-        )
-        self.metrics.observe("wh_attempt_seconds", result.attempt.duration_ms / 1000)
-        self.metrics.inc("wh_attempts_total", {"outcome": outcome.decision.value})
-        if outcome.decision is Decision.delivered:
-            await self._record(dlv, result.attempt, S.succeeded)
-        elif outcome.decision is Decision.retry:
-            assert outcome.delay is not None
-            await self._record(dlv, result.attempt, S.pending, delay_ms=int(outcome.delay * 1000))
-        else:
-            await self._record(dlv, result.attempt, S.failed)
-        if endpoint is not None:
-            await self.health.after_attempt(endpoint, outcome.decision)
-
-    async def _record(
-        self, dlv: Delivery, attempt: Attempt, status: DeliveryStatus, delay_ms: int | None = None
-    ) -> None:
-        """Write down an attempt that happened, riding out a Redis outage while our claim lasts.
-
-        Giving up at once would leave the delivery claimed until the claim expires (timeout +
-        15 s) and then send it again, a duplicate of an attempt the receiver may have accepted.
-        Retries are fenced by the claim: an error can come after the write went through, and a
-        claim that passed to another dispatcher is not ours to write over.
-        """
-        until = dlv.taken_mono + self.settings.claim_seconds  # the claim, measured on this host alone
-        delay = 0.1
-        fenced = False
-        while True:
-            try:
-                await self.deliveries.record(dlv, attempt, status=status, delay_ms=delay_ms, fenced=fenced)
-                return
-            except (RedisConnectionError, RedisTimeoutError) as exc:
-                if time.monotonic() + delay >= until:
-                    raise
-                logger.warning("recording delivery %s failed (%s); retrying in %.1fs", dlv.id, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-                fenced = True
-
-    async def _note(self, dlv: Delivery, why: str) -> None:
-        """Fail a delivery that could not be sent at all; logged, but not counted as an attempt."""
-        note = Attempt(at=from_ms(self.clock()), duration_ms=0, error=why)
-        await self.deliveries.record(dlv, note, status=S.failed, delay_ms=None, sent=False)
 
     # ----- maintenance -------------------------------------------------------------------------
 

@@ -9,27 +9,44 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from webhooks import keys, scripts
+from webhooks import alerts, health_scripts, keys, scripts, secrets
 from webhooks.errors import EndpointNotFound
 from webhooks.ids import is_valid, new_id
+from webhooks.lanes import delete_lanes, dissolve_lanes
 from webhooks.models import DeliveryStatus, Endpoint, redis_now, to_ms
+from webhooks.outbox import OUTBOX_STREAM
 from webhooks.signing import generate_secret
-
-ROTATION_OVERLAP_MS = 24 * 3600 * 1000
 
 
 def _to_hash(values: dict[str, Any]) -> dict[str, str]:
     return {k: json.dumps(v) for k, v in values.items() if v is not None}
 
 
-async def _write(redis: Redis, key: str, values: dict[str, Any]) -> bool:
-    """Set the fields of `values` (None removes a field) if the endpoint still exists."""
+async def _write(
+    redis: Redis, key: str, values: dict[str, Any], *, alert: alerts.Alert | None = None
+) -> bool:
+    """Set the fields of `values` (None removes a field) if the endpoint still exists; with `alert`,
+    append it in the same transaction (``webhooks.alerts``)."""
     pairs = _to_hash(values)
     cleared = [k for k, v in values.items() if v is None]
     args: list[str] = [str(len(pairs))]
     for field, value in pairs.items():
         args += [field, value]
-    return bool(await redis.eval(scripts.ENDPOINT_WRITE, 1, key, *args, *cleared))
+    if alert is None:
+        return bool(await redis.eval(health_scripts.ENDPOINT_WRITE, 1, key, *args, *cleared))
+    async with redis.pipeline(transaction=True) as tx:
+        tx.eval(health_scripts.ENDPOINT_WRITE, 1, key, *args, *cleared)
+        tx.eval(
+            alerts.EMIT_ONE,
+            3,
+            key,
+            OUTBOX_STREAM,
+            keys.endpoint_events(alert.endpoint_id),
+            alerts.EVENT_LOG_MAX,
+            *alert.args(),
+        )
+        written, _ = await tx.execute()
+    return bool(written)
 
 
 def _from_hash(raw: dict[bytes, bytes]) -> Endpoint:
@@ -51,8 +68,11 @@ class EndpointStore:
         flow_ids: list[str],
         description: str = "",
         secret: str | None = None,
+        headers: dict[str, str] | None = None,
+        ordering: str = "none",
     ) -> Endpoint:
-        """Store a new enabled endpoint with a new (or the given) secret."""
+        """Store a new enabled endpoint with a new (or the given) secret, its custom `headers`
+        (checked by the caller: ``webhooks.custom_headers``) and its `ordering` (``none``, ``run``)."""
         # Redis's clock: the fan-out compares it with events' times (outbox ids, also Redis's clock).
         created = await redis_now(self.redis)
         endpoint = Endpoint(
@@ -64,6 +84,8 @@ class EndpointStore:
             description=description,
             created_at=created,
             secret=secret or generate_secret(),
+            headers=headers or {},
+            ordering=ordering,
         )
         async with self.redis.pipeline(transaction=True) as tx:
             tx.hset(keys.endpoint(endpoint.id), mapping=_to_hash(endpoint.model_dump(mode="json")))
@@ -112,84 +134,125 @@ class EndpointStore:
         return items, (ids[-1] if more and ids else None)
 
     async def update(self, endpoint_id: str, *, tenant: str, changes: dict[str, Any]) -> Endpoint:
-        """Change some fields of the tenant's endpoint."""
-        await self.get(endpoint_id, tenant=tenant)
+        """Change some fields of the tenant's endpoint; enabling or disabling it by hand alerts
+        ``endpoint.enabled`` / ``endpoint.disabled`` (reason ``manual``) when `enabled` flips."""
+        before = await self.get(endpoint_id, tenant=tenant)
         changes = {**changes, "updated_at": datetime.now(UTC)}
+        note = None
         if "enabled" in changes:
             # A decision by hand replaces any automatic one: no more probes, no automatic healing.
             changes.update(disabled_reason=None, disabled_at=None)
             if changes["enabled"]:
                 changes["failing_since"] = None
             await self.redis.zrem(keys.PROBES, endpoint_id)
+            if changes["enabled"] != before.enabled:
+                now = to_ms(await redis_now(self.redis))
+                note = alerts.alert(
+                    alerts.ENDPOINT_ENABLED if changes["enabled"] else alerts.ENDPOINT_DISABLED,
+                    tenant=tenant,
+                    endpoint_id=endpoint_id,
+                    data=alerts.endpoint_data(endpoint_id, reason="manual", at_ms=now),
+                    at_ms=now,
+                )
         dumped = Endpoint.model_construct(**changes).model_dump(mode="json", include=set(changes))
-        await _write(self.redis, keys.endpoint(endpoint_id), dumped)
+        await _write(self.redis, keys.endpoint(endpoint_id), dumped, alert=note)
+        if changes.get("ordering", before.ordering) != before.ordering and before.ordering == "run":
+            await dissolve_lanes(self.redis, endpoint_id)  # what waited in lanes goes unordered now
         return await self.get(endpoint_id, tenant=tenant)
 
     async def delete(self, endpoint_id: str, *, tenant: str) -> None:
         """Remove the endpoint, its queue and its listings (delivery rows expire on their own)."""
         await self.get(endpoint_id, tenant=tenant)
+        await delete_lanes(self.redis, endpoint_id)
         pending = await self.redis.zrange(keys.due(endpoint_id), 0, -1)
         async with self.redis.pipeline(transaction=True) as tx:
-            tx.delete(keys.endpoint(endpoint_id), keys.due(endpoint_id))
+            tx.delete(
+                keys.endpoint(endpoint_id),
+                keys.due(endpoint_id),
+                keys.failed_at(endpoint_id),
+                keys.endpoint_events(endpoint_id),
+            )
             for dlv in pending:
                 tx.delete(keys.delivery(dlv.decode()), keys.delivery_log(dlv.decode()))
             tx.delete(keys.listing(endpoint_id), *(keys.listing(endpoint_id, s) for s in DeliveryStatus))
             tx.zrem(keys.DUE_ENDPOINTS, endpoint_id)
             tx.zrem(keys.PROBES, endpoint_id)
+            tx.zrem(keys.REPLAYS, endpoint_id)
             tx.zrem(keys.tenant_endpoints(tenant), endpoint_id)
             tx.srem(keys.ENDPOINTS, endpoint_id)
             await tx.execute()
 
     async def rotate_secret(self, endpoint_id: str, *, tenant: str) -> str:
-        """Give the endpoint a new secret; the old one keeps signing beside it for 24 h."""
-        endpoint = await self.get(endpoint_id, tenant=tenant)
-        secret = generate_secret()
-        await _write(
-            self.redis,
-            keys.endpoint(endpoint_id),
-            {
-                "secret": secret,
-                "previous_secret": endpoint.secret,
-                "previous_secret_until": to_ms(await redis_now(self.redis)) + ROTATION_OVERLAP_MS,
-            },
-        )
-        return secret
+        """Give the endpoint a new secret; the current one keeps signing beside it for 24 h.
+
+        Raises EndpointNotFound, or TooManyRotations (409) at ``MAX_PREVIOUS_SECRETS``.
+        """
+        await self.get(endpoint_id, tenant=tenant)
+        return await secrets.rotate_endpoint_secret(self.redis, endpoint_id)
 
     async def default_secret(self, tenant: str) -> str:
         """The tenant's default secret (made on first use), which signs one-run webhooks."""
-        key = keys.default_secret(tenant)
-        await self.redis.set(key, generate_secret(), nx=True)
-        raw = await self.redis.get(key)
-        return str(raw.decode())
+        current, _ = await secrets.default_secrets(self.redis, tenant)
+        return current
 
-    async def mark_failure(self, endpoint_id: str) -> tuple[int, int] | None:
-        """Note a failed attempt; return (failing since, now) in Redis's ms (None: the endpoint is gone)."""
-        reply = await self.redis.eval(scripts.MARK_FAILURE, 1, keys.endpoint(endpoint_id))
-        if not reply:
-            return None
-        return int(json.loads(reply[0])), int(reply[1])
+    async def rotate_default_secret(self, tenant: str) -> str:
+        """A new default secret for the tenant; the current one keeps signing beside it for 24 h."""
+        return await secrets.rotate_default_secret(self.redis, tenant)
 
-    async def mark_success(self, endpoint_id: str) -> None:
-        """A 2xx: the endpoint is healthy again."""
-        await _write(self.redis, keys.endpoint(endpoint_id), {"failing_since": None})
+    async def disable(self, endpoint: Endpoint, *, reason: str, probe_in_ms: int | None, now_ms: int) -> None:
+        """Disable `endpoint` (410 Gone: for good), alerting ``endpoint.disabled``; with `probe_in_ms`
+        it is probed from then on and healed. `now_ms` labels the alert (Redis's time)."""
+        values = {"enabled": False, "disabled_reason": reason, "disabled_at": now_ms}
+        note = alerts.alert(
+            alerts.ENDPOINT_DISABLED,
+            tenant=endpoint.tenant,
+            endpoint_id=endpoint.id,
+            data=alerts.endpoint_data(endpoint.id, reason=reason, at_ms=now_ms),
+            at_ms=now_ms,
+        )
+        if (
+            await _write(self.redis, keys.endpoint(endpoint.id), values, alert=note)
+            and probe_in_ms is not None
+        ):
+            await self.probe_in(endpoint.id, probe_in_ms)
 
-    async def disable(self, endpoint_id: str, *, reason: str, probe_in_ms: int | None) -> None:
-        """Disable the endpoint; with `probe_in_ms` it will be probed (from then on) and healed."""
-        values = {
-            "enabled": False,
-            "disabled_reason": reason,
-            "disabled_at": to_ms(await redis_now(self.redis)),
-        }
-        if await _write(self.redis, keys.endpoint(endpoint_id), values) and probe_in_ms is not None:
-            await self.probe_in(endpoint_id, probe_in_ms)
+    async def disable_failing(
+        self, endpoint: Endpoint, *, failing_since: int, now_ms: int, after_ms: int, first_probe_ms: int
+    ) -> bool:
+        """Disable `endpoint` if it has failed without a success for `after_ms` (checked atomically,
+        by Redis's clock) and schedule its first probe; True if this call disabled it."""
+        note = alerts.alert(
+            alerts.ENDPOINT_DISABLED,
+            tenant=endpoint.tenant,
+            endpoint_id=endpoint.id,
+            data=alerts.endpoint_data(
+                endpoint.id, reason="failing", at_ms=now_ms, failing_since=failing_since
+            ),
+            at_ms=now_ms,
+        )
+        done = await self.redis.eval(
+            health_scripts.DISABLE_FAILING,
+            4,
+            keys.endpoint(endpoint.id),
+            keys.PROBES,
+            OUTBOX_STREAM,
+            keys.endpoint_events(endpoint.id),
+            after_ms,
+            first_probe_ms,
+            endpoint.id,
+            alerts.EVENT_LOG_MAX,
+            *note.args(),
+        )
+        return bool(done)
 
     async def probe_in(self, endpoint_id: str, ms: int) -> None:
         """Probe the (disabled) endpoint `ms` from Redis's now."""
         await self.redis.eval(scripts.AT, 1, keys.PROBES, endpoint_id, ms)
 
-    async def probes_due(self, *, limit: int) -> tuple[list[str], int]:
-        """Endpoints whose probe is due by Redis's clock, and that now (ms)."""
-        reply = await self.redis.eval(scripts.DUE, 1, keys.PROBES, limit)
+    async def probes_due(self, *, limit: int, claim_ms: int) -> tuple[list[str], int]:
+        """Claim (for `claim_ms`) the endpoints whose probe is due by Redis's clock; return them and
+        that now (ms). A claimed probe is invisible to other dispatchers until its claim runs out."""
+        reply = await self.redis.eval(health_scripts.CLAIM_DUE, 1, keys.PROBES, limit, claim_ms)
         return [i.decode() for i in reply[1:]], int(reply[0])
 
     async def count_probe(self, endpoint_id: str) -> int:
@@ -199,23 +262,48 @@ class EndpointStore:
         await _write(self.redis, keys.endpoint(endpoint_id), {"probes": tries})
         return tries
 
-    async def heal(self, endpoint_id: str) -> int | None:
-        """Re-enable an automatically disabled endpoint; return since when it had been failing."""
-        since, disabled_at = await self.redis.hmget(
-            keys.endpoint(endpoint_id), ("failing_since", "disabled_at")
+    async def heal(self, endpoint: Endpoint, *, now_ms: int) -> bool:
+        """Re-enable `endpoint` if it is disabled for failing (not if a decision by hand came first),
+        alerting ``endpoint.enabled`` and booking its replay (:meth:`replays_due`); True if healed."""
+        note = alerts.alert(
+            alerts.ENDPOINT_ENABLED,
+            tenant=endpoint.tenant,
+            endpoint_id=endpoint.id,
+            data=alerts.endpoint_data(
+                endpoint.id, reason="healed", at_ms=now_ms, failing_since=endpoint.failing_since
+            ),
+            at_ms=now_ms,
         )
-        raw = since or disabled_at
-        await _write(
-            self.redis,
-            keys.endpoint(endpoint_id),
-            {
-                "enabled": True,
-                "disabled_reason": None,
-                "disabled_at": None,
-                "failing_since": None,
-                "probes": None,
-            },
+        healed = await self.redis.eval(
+            health_scripts.HEAL,
+            5,
+            keys.endpoint(endpoint.id),
+            keys.PROBES,
+            OUTBOX_STREAM,
+            keys.endpoint_events(endpoint.id),
+            keys.REPLAYS,
+            endpoint.id,
+            alerts.EVENT_LOG_MAX,
+            *note.args(),
         )
-        await self.redis.zrem(keys.PROBES, endpoint_id)
-        value = json.loads(raw) if raw else None
-        return int(value) if value is not None else None
+        return bool(healed)
+
+    async def replays_due(self, *, limit: int, claim_ms: int) -> list[tuple[str, int | None]]:
+        """Claim (for `claim_ms`) healed endpoints whose replay is owed: (endpoint id, replay from
+        ms), None for an endpoint deleted meanwhile (nothing to replay)."""
+        reply = await self.redis.eval(health_scripts.CLAIM_DUE, 1, keys.REPLAYS, limit, claim_ms)
+        ids = [i.decode() for i in reply[1:]]
+        if not ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for endpoint_id in ids:
+                pipe.hget(keys.endpoint(endpoint_id), "replay_from")
+            froms = await pipe.execute()
+        return [(i, int(f) if f is not None else None) for i, f in zip(ids, froms, strict=True)]
+
+    async def replay_done(self, endpoint_id: str) -> None:
+        """The owed replay of a healed endpoint is done (or the endpoint is gone)."""
+        async with self.redis.pipeline(transaction=True) as tx:
+            tx.zrem(keys.REPLAYS, endpoint_id)
+            tx.eval(health_scripts.ENDPOINT_WRITE, 1, keys.endpoint(endpoint_id), "0", "replay_from")
+            await tx.execute()

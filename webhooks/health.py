@@ -1,10 +1,14 @@
-"""Endpoint health: the failure streak, disabling, parking, probing and healing.
+"""Endpoint health: the failure streak, disabling, parking, probing, healing and the replay it owes.
 
 An endpoint that answers 410 Gone is disabled for good. One that fails without a single success for
 ``disable_after_seconds`` is disabled *for failing*: its deliveries are parked (no attempt spent)
-and a signed ``webhook.test`` probe goes out on ``probe_schedule``; the first 2xx heals it:
-re-enabled, its parked deliveries released at once, and every message that failed since it started
-failing sent again.
+and a signed ``webhook.test`` probe goes out on ``probe_schedule``; the first 2xx (of a probe, or of
+an attempt that was in flight when it was disabled) heals it: re-enabled, its parked deliveries
+released at once, and every message that *failed* since it started failing sent again, whenever
+that message was created (issue 14: the first casualties of a streak were created before its first
+failure was noted, and a replay by creation time missed them). The streak's start and each failure
+are written with Redis's clock in the script that records the attempt (``scripts.RECORD``); the
+disable and the heal are scripts too, each appending its alert (``webhooks.alerts``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import logging
 from redis.asyncio import Redis
 
 from webhooks import keys
-from webhooks.deliveries import Delivery, DeliveryStore, test_message
+from webhooks.deliveries import DeliveryStore
+from webhooks.delivery_units import Delivery, Recorded, test_message
 from webhooks.endpoints import EndpointStore
 from webhooks.errors import EndpointNotFound
 from webhooks.models import Endpoint, format_timestamp, from_ms
@@ -46,34 +51,41 @@ class Health:
         self.deliveries = deliveries
         self.sender = sender
 
+    @property
+    def _claim_ms(self) -> int:
+        return int(self.settings.claim_seconds * 1000)
+
     async def park(self, dlv: Delivery, endpoint: Endpoint) -> None:
         """Hold a delivery of an endpoint disabled for failing until its next probe (no attempt spent)."""
         await self.deliveries.postpone(dlv, min_ms=1000)
 
-    async def after_attempt(self, endpoint: Endpoint, decision: Decision) -> None:
-        """Update the endpoint's health after one attempt that ended with `decision`."""
-        if decision is Decision.delivered:
-            if endpoint.failing_since is not None:
-                await self.endpoints.mark_success(endpoint.id)
-            return
+    async def after_attempt(self, endpoint: Endpoint, decision: Decision, recorded: Recorded) -> None:
+        """Act on what recording one attempt (ending with `decision`) found about the endpoint."""
         if decision is Decision.disable:
             logger.warning("endpoint %s answered 410 Gone: disabled", endpoint.id)
-            await self.endpoints.disable(endpoint.id, reason=GONE, probe_in_ms=None)
+            await self.endpoints.disable(endpoint, reason=GONE, probe_in_ms=None, now_ms=recorded.now_ms)
             return
-        failing = await self.endpoints.mark_failure(endpoint.id)
-        if failing is None:
+        if recorded.heal:  # a success while disabled for failing: it is back
+            await self.heal(endpoint, now_ms=recorded.now_ms)
             return
-        since, now = failing
-        if now - since >= self.settings.disable_after_seconds * 1000:
+        since = recorded.failing_since
+        if since is None or recorded.now_ms - since < self.settings.disable_after_seconds * 1000:
+            return
+        disabled = await self.endpoints.disable_failing(
+            endpoint,
+            failing_since=since,
+            now_ms=recorded.now_ms,
+            after_ms=int(self.settings.disable_after_seconds * 1000),
+            first_probe_ms=int(self.settings.probe_schedule[0] * 1000),
+        )
+        if disabled:
             logger.warning(
                 "endpoint %s failing since %s: disabled", endpoint.id, format_timestamp(from_ms(since))
             )
-            first_probe = int(self.settings.probe_schedule[0] * 1000)
-            await self.endpoints.disable(endpoint.id, reason=FAILING, probe_in_ms=first_probe)
 
     async def probe_due(self, most: int = 20) -> int:
-        """Probe up to `most` endpoints whose probe is due; return how many healed."""
-        due, now = await self.endpoints.probes_due(limit=most)
+        """Probe up to `most` endpoints whose probe is due, then owed replays; return how many healed."""
+        due, now = await self.endpoints.probes_due(limit=most, claim_ms=self._claim_ms)
         healed = 0
         for endpoint_id in due:
             try:
@@ -83,21 +95,44 @@ class Health:
                 continue
             message = test_message(endpoint, now_ms=now, note="probe: is this endpoint back?")
             result = await self.sender.send(
-                endpoint.url, message_id=message.id, body=message.body, secrets=endpoint.signing_secrets(now)
+                endpoint.url,
+                message_id=message.id,
+                body=message.body,
+                secrets=endpoint.signing_secrets(now),
+                headers=endpoint.headers,
             )
             if result.status is not None and 200 <= result.status < 300:
-                await self._heal(endpoint_id)
-                healed += 1
+                healed += await self.heal(endpoint, now_ms=now)
                 continue
             tries = await self.endpoints.count_probe(endpoint_id)
             delay = self.settings.probe_schedule[min(tries, len(self.settings.probe_schedule) - 1)]
             await self.endpoints.probe_in(endpoint_id, int(delay * 1000))
+        await self.replay_due(most)
         return healed
 
-    async def _heal(self, endpoint_id: str) -> None:
-        failing_since = await self.endpoints.heal(endpoint_id)
-        released = await self.deliveries.release(endpoint_id)
-        replayed = await self.deliveries.recover(endpoint_id, failing_since or 0)
-        logger.warning(
-            "endpoint %s healed: %d parked and %d failed messages sent again", endpoint_id, released, replayed
-        )
+    async def heal(self, endpoint: Endpoint, *, now_ms: int) -> bool:
+        """Heal `endpoint` (if still disabled for failing) and replay what it owes; True if healed."""
+        if not await self.endpoints.heal(endpoint, now_ms=now_ms):
+            return False
+        await self.replay_due()
+        return True
+
+    async def replay_due(self, most: int = 20) -> int:
+        """Release the parked deliveries of healed endpoints and send again every message that failed
+        since they started failing; return how many messages went again."""
+        total = 0
+        for endpoint_id, since in await self.endpoints.replays_due(limit=most, claim_ms=self._claim_ms):
+            if since is None:  # deleted since it healed
+                await self.endpoints.replay_done(endpoint_id)
+                continue
+            released = await self.deliveries.release(endpoint_id)
+            replayed = await self.deliveries.replay_failed(endpoint_id, since)
+            await self.endpoints.replay_done(endpoint_id)
+            total += released + replayed
+            logger.warning(
+                "endpoint %s healed: %d parked and %d failed messages sent again",
+                endpoint_id,
+                released,
+                replayed,
+            )
+        return total

@@ -10,6 +10,8 @@ DUE_ENDPOINTS = f"{PREFIX}:due"
 # Every endpoint id (for maintenance) and the auto-disabled ones with their next probe time.
 ENDPOINTS = f"{PREFIX}:endpoints"
 PROBES = f"{PREFIX}:probes"
+# Healed endpoints whose replay of failed messages is owed (score: when due), until it is done.
+REPLAYS = f"{PREFIX}:replays"
 
 
 def endpoint(endpoint_id: str) -> str:
@@ -25,6 +27,11 @@ def tenant_endpoints(tenant: str) -> str:
 def default_secret(tenant: str) -> str:
     """The tenant's default secret, which signs one-run webhooks."""
     return f"{PREFIX}:t:{tenant}:default-secret"
+
+
+def default_secret_retired(tenant: str) -> str:
+    """JSON list of the tenant's retired default secrets, each ``{secret, until}`` (webhooks.secrets)."""
+    return f"{PREFIX}:t:{tenant}:default-secret:retired"
 
 
 def message(message_id: str) -> str:
@@ -56,6 +63,36 @@ def listing(endpoint_id: str, status: DeliveryStatus | None = None) -> str:
     """Sorted set (scores 0, members message ids) of an endpoint's deliveries, optionally by status."""
     key = f"{PREFIX}:ep:{endpoint_id}:dl"
     return key if status is None else f"{key}:{status.value}"
+
+
+def failed_at(endpoint_id: str) -> str:
+    """Sorted set of the endpoint's failed messages by when they failed (Redis ms): what a heal replays."""
+    return f"{PREFIX}:ep:{endpoint_id}:failed-at"
+
+
+def endpoint_events(endpoint_id: str) -> str:
+    """Sorted set (scores 0, members "{msg id} {JSON}") of the operational events about the endpoint."""
+    return f"{PREFIX}:ep:{endpoint_id}:events"
+
+
+def lane(endpoint_id: str, subject: str) -> str:
+    """Sorted set of an ordered endpoint's pending deliveries of one subject, by sequence."""
+    return f"{PREFIX}:ep:{endpoint_id}:lane:{subject}"
+
+
+def lane_active(endpoint_id: str, subject: str) -> str:
+    """The lane's active delivery: "g|h <held until ms> <delivery id>" (webhooks.lanes)."""
+    return f"{PREFIX}:ep:{endpoint_id}:lane:{subject}:on"
+
+
+def lanes(endpoint_id: str) -> str:
+    """Set of the subjects an ordered endpoint has a non-empty lane for."""
+    return f"{PREFIX}:ep:{endpoint_id}:lanes"
+
+
+def fanned(subject: str) -> str:
+    """Hash of a subject's fan-out progress: ``w`` (every sequence up to it fanned out), ``s<n>`` above."""
+    return f"{PREFIX}:fan:{subject}"
 
 
 def progress_gate(endpoint_id: str, subject: str) -> str:

@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 from pydantic.alias_generators import to_camel
+
+from webhooks import custom_headers
 
 
 def format_timestamp(value: datetime) -> str:
@@ -55,6 +57,18 @@ class DeliveryStatus(StrEnum):
     failed = "failed"
 
 
+class RetiredSecret(BaseModel):
+    """A secret replaced by a rotation, signing beside the current one until ``until`` (unix ms)."""
+
+    secret: str
+    until: int
+
+
+def live_secrets(current: str, retired: list[RetiredSecret], now_ms: int) -> list[str]:
+    """The secrets that sign at `now_ms` (Redis's ms): the current one first, then each still live."""
+    return [current, *(r.secret for r in retired if r.until > now_ms)]
+
+
 class Endpoint(WireModel):
     """A subscription: a URL, its secrets and its filters (stored form, secrets included)."""
 
@@ -68,7 +82,13 @@ class Endpoint(WireModel):
     created_at: Timestamp
     updated_at: Timestamp | None = None
     secret: str
-    # The secret replaced by the last rotation, and until when (unix ms) it still signs.
+    # Sent with every delivery (webhooks.custom_headers); never shown unmasked.
+    headers: dict[str, str] = Field(default_factory=dict)
+    # "run": each subject's messages go in sequence order, one at a time per subject (webhooks.lanes).
+    ordering: str = "none"
+    # Secrets rotated out, newest first, each signing until its time (webhooks.secrets).
+    previous_secrets: list[RetiredSecret] = Field(default_factory=list)
+    # Endpoints stored before `previous_secrets` kept one: read until their next rotation moves it.
     previous_secret: str | None = None
     previous_secret_until: int | None = None
     # Health: when deliveries started failing without a success since, and why it is disabled.
@@ -77,11 +97,12 @@ class Endpoint(WireModel):
     disabled_at: int | None = None
 
     def signing_secrets(self, now_ms: int) -> list[str]:
-        """The secrets that sign a delivery now: the current one, plus the old one while it lasts."""
-        out = [self.secret]
-        if self.previous_secret and (self.previous_secret_until or 0) > now_ms:
-            out.append(self.previous_secret)
-        return out
+        """The secrets that sign a delivery at `now_ms` (Redis's ms): the current one, then every
+        secret rotated out whose 24 h overlap still runs."""
+        retired = list(self.previous_secrets)
+        if self.previous_secret and self.previous_secret_until:
+            retired.append(RetiredSecret(secret=self.previous_secret, until=self.previous_secret_until))
+        return live_secrets(self.secret, retired, now_ms)
 
 
 class EndpointOut(WireModel):
@@ -96,6 +117,8 @@ class EndpointOut(WireModel):
     created_at: Timestamp
     updated_at: Timestamp | None = None
     disabled_reason: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    ordering: str = "none"
     secret: str | None = None
 
     @classmethod
@@ -111,8 +134,18 @@ class EndpointOut(WireModel):
             created_at=endpoint.created_at,
             updated_at=endpoint.updated_at,
             disabled_reason=endpoint.disabled_reason,
+            headers=custom_headers.masked(endpoint.headers),
+            ordering=endpoint.ordering,
             secret=endpoint.secret if with_secret else None,
         )
+
+
+class Ordering(StrEnum):
+    """How an endpoint orders its messages: ``run`` sends each subject's (run's) in sequence order,
+    one at a time; ``none`` (the default) sends everything as soon as it is due."""
+
+    none = "none"
+    run = "run"
 
 
 class EndpointCreate(WireModel):
@@ -125,6 +158,15 @@ class EndpointCreate(WireModel):
     flow_ids: list[str] | None = Field(default=None, max_length=100)
     description: str = Field(default="", max_length=500)
     secret: str | None = Field(default=None, max_length=200)
+    headers: dict[str, str] | None = None
+    ordering: Ordering | None = None
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is not None and custom_headers.MASK in value.values():
+            raise ValueError(f"{custom_headers.MASK} is the mask of a stored value, not a value")
+        return None if value is None else custom_headers.check(value)
 
 
 class EndpointPatch(WireModel):
@@ -137,6 +179,39 @@ class EndpointPatch(WireModel):
     flow_ids: list[str] | None = Field(default=None, max_length=100)
     description: str | None = Field(default=None, max_length=500)
     enabled: bool | None = None
+    headers: dict[str, str] | None = None
+    ordering: Ordering | None = None
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else custom_headers.check(value)
+
+
+class SendTestBody(WireModel):
+    """Body of ``POST /v1/webhooks/{id}/test`` (optional): which event type's example to send."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    event_type: str | None = Field(default=None, max_length=200)
+
+
+class EventTypeOut(WireModel):
+    """One entry of ``GET /v1/event-types``: a type, what it means, its body's JSON Schema, an example."""
+
+    type: str
+    description: str
+    group: str
+    flows: list[str] = Field(default_factory=list)
+    json_schema: dict[str, Any] = Field(alias="schema")
+    example: dict[str, Any]
+
+
+class EventTypePage(WireModel):
+    """``GET /v1/event-types``: every type (one page)."""
+
+    data: list[EventTypeOut]
+    next_cursor: str | None = None
 
 
 class RecoverBody(WireModel):
@@ -187,6 +262,22 @@ class DeliveryPage(WireModel):
     """A page of deliveries."""
 
     data: list[DeliveryOut]
+    next_cursor: str | None = None
+
+
+class AlertOut(WireModel):
+    """One operational event of an endpoint's event log (``webhooks.alerts``): as it was sent."""
+
+    id: str
+    type: str
+    timestamp: str
+    data: dict[str, Any]
+
+
+class AlertPage(WireModel):
+    """A page of an endpoint's event log."""
+
+    data: list[AlertOut]
     next_cursor: str | None = None
 
 

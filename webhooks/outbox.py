@@ -49,8 +49,10 @@ class OutboxEntry:
     Fields: ``id`` (``msg_…``, the ``webhook-id`` of every attempt), ``type`` (event type),
     ``tenant`` (only this tenant's endpoints may receive it), ``subject`` (what it is about; for
     executions the run id), ``flow`` (the value endpoints filter on with ``flowIds``; may be empty),
-    ``body`` (the exact JSON sent on the wire), ``hook`` (a one-subject webhook, or None), and
-    ``created_ms`` (when it was appended: the stream entry's time, not a field).
+    ``body`` (the exact JSON sent on the wire), ``hook`` (a one-subject webhook, or None),
+    ``sequence`` (the message's place among its subject's, 1, 2, 3... with no gap, in commit order;
+    0 for none: what ordered endpoints order by, ``webhooks.lanes``), and ``created_ms`` (when it
+    was appended: the stream entry's time, not a field).
     """
 
     id: str
@@ -60,6 +62,7 @@ class OutboxEntry:
     flow: str
     body: str
     hook: Hook | None = None
+    sequence: int = 0
     created_ms: int = 0
 
     def to_fields(self) -> list[str]:
@@ -80,6 +83,8 @@ class OutboxEntry:
         ]
         if self.hook is not None:
             fields += ["hook", self.hook.to_json()]
+        if self.sequence:
+            fields += ["seq", str(self.sequence)]
         return fields
 
     @classmethod
@@ -97,6 +102,9 @@ class OutboxEntry:
 
         raw_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         hook = get("hook", required=False)
+        seq = get("seq", required=False)
+        if seq and not (seq.isascii() and seq.isdigit()):
+            raise MalformedEntry(f"outbox entry {entry_id!r} has a sequence that is not a number")
         return cls(
             id=get("id"),
             type=get("type"),
@@ -105,5 +113,6 @@ class OutboxEntry:
             flow=get("flow", required=False),
             body=get("body"),
             hook=Hook.from_json(hook) if hook else None,
+            sequence=int(seq) if seq else 0,
             created_ms=int(raw_id.split("-")[0]),
         )

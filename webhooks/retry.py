@@ -52,15 +52,23 @@ def classify(
     jitter: float = 0.2,
     rng: random.Random | None = None,
 ) -> Outcome:
-    """Decide after attempt number `attempt` (1-based) ended with `status` (None: no response)."""
+    """Decide after attempt number `attempt` (1-based) ended with `status` (None: no response).
+
+    A retry waits the schedule's delay for this attempt (± `jitter`); on 429 and 503 a
+    ``Retry-After`` of `retry_after` seconds lengthens that wait, capped at `retry_after_cap`, and
+    never shortens it (API.md "Delivery"; issue 14).
+    """
     if status is not None and 200 <= status < 300:
         return Outcome(Decision.delivered)
     if status == 410:
         return Outcome(Decision.disable)
     if attempt > len(schedule):
         return Outcome(Decision.exhausted)
-    if status in (429, 503) and retry_after is not None:
-        return Outcome(Decision.retry, min(retry_after, retry_after_cap))
     base = schedule[attempt - 1]
     spread = (rng or random).uniform(-jitter, jitter)
-    return Outcome(Decision.retry, max(0.0, base * (1 + spread)))
+    delay = max(0.0, base * (1 + spread))
+    if status in (429, 503) and retry_after is not None:
+        # The receiver's hint may only lengthen the wait (up to the cap), never shorten it: a
+        # `Retry-After: 0` or a date in the past must not burn the whole schedule in milliseconds.
+        delay = max(delay, min(retry_after, retry_after_cap))
+    return Outcome(Decision.retry, delay)

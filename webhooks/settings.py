@@ -31,11 +31,21 @@ class DispatcherSettings:
     # ...or as soon as that dispatcher has not refreshed its liveness beacon for this long.
     liveness_seconds: float = 5.0
     progress_interval_seconds: float = 0.5
+    # A PEM file of CA certificates trusted besides the system's (a private CA); None: the system's only.
+    ca_bundle: str | None = None
     user_agent: str = "webhook-orchestrator/0.1 (+standard-webhooks)"
     response_body_bytes: int = 1024
     outbox_batch: int = 200
     group: str = "dispatchers"
     idle_poll_seconds: float = field(default=0.05)
+    # An ordered lane's next message waits this long at most for an earlier one of its subject to be
+    # fanned out (normally milliseconds; the reclaim of a crashed dispatcher's entries takes 5-30 s).
+    ordering_gap_seconds: float = 60.0
+    # `message.attempt.failing` goes out when this many consecutive attempts of a message failed.
+    failing_after: int = 4
+    # A dispatcher re-reads a tenant's default secret (one-run webhooks) at most this often: a
+    # rotation is used everywhere within about this long (the old secret still signs for 24 h).
+    default_secret_refresh_seconds: float = 2.0
     # On stop, attempts in flight get this long to finish; the rest are cancelled and, being
     # claimed with a deadline, are simply due again for whichever dispatcher runs next.
     shutdown_grace_seconds: float = 5.0

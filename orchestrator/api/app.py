@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from orchestrator import __version__, events
+from orchestrator import __version__, catalog, events
 from orchestrator.api.auth import KeyRing, authenticate
 from orchestrator.api.docs import NAMES, add_flow_operations, docs_routes
 from orchestrator.api.ops import OPS_ROUTES
@@ -124,6 +124,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         coalesced_events=events.COALESCED_EVENTS,
         failed_ttl_ms=settings.webhook_failed_retention_seconds * 1000,
         delivered_ttl_ms=settings.webhook_delivered_retention_seconds * 1000,
+        catalog=catalog.source(flows),
     )
 
     @asynccontextmanager
@@ -172,6 +173,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         # Flow ids as an enum (an empty enum would allow nothing, so none without flows).
         path_params={"flow_id": {"type": "string", "enum": flow_ids}} if flow_ids else None,
         names=NAMES,
+        # Every event a receiver can get, typed per flow, so generators build typed receivers.
+        webhooks=webhook_api.openapi_webhooks(),
     )
     add_flow_operations(spec, flows.all())
 

@@ -22,14 +22,36 @@ from webhooks import WebhookVerificationError, verify
 FORWARDED = ("content-type", "webhook-id", "webhook-timestamp", "webhook-signature")
 
 
+INSECURE_WARNING = (
+    "WARNING: --insecure: the forward's TLS certificate is not verified (anyone on the path can read"
+    " and change what is forwarded); for a local development server only"
+)
+
+
 async def listen(
-    *, base_url: str, api_key: str, forward: str | None, events: list[str] | None, max_events: int | None
+    *,
+    base_url: str,
+    api_key: str,
+    forward: str | None,
+    events: list[str] | None,
+    max_events: int | None,
+    insecure: bool = False,
 ) -> int:
-    """Run the listener until Ctrl-C (or `max_events`); return how many events arrived."""
+    """Run the listener until Ctrl-C (or `max_events`); return how many events arrived.
+
+    `insecure` skips the verification of the forward target's TLS certificate (a self-signed
+    development server); it changes nothing else, the API connection included.
+    """
     seen = 0
     done = asyncio.Event()
     secret = ""
-    async with AsyncClient(base_url, api_key=api_key) as client, aiohttp.ClientSession() as http:
+    if insecure and forward:
+        click.echo(INSECURE_WARNING, err=True)
+    connector = aiohttp.TCPConnector(ssl=False) if insecure else None
+    async with (
+        AsyncClient(base_url, api_key=api_key) as client,
+        aiohttp.ClientSession(connector=connector) as http,
+    ):
 
         async def handle(request: web.Request) -> web.Response:
             nonlocal seen

@@ -140,12 +140,18 @@ def webhooks_recover(
     "--event", "events", multiple=True, help="Event types to receive (repeat); default: status changes."
 )
 @click.option("--max-events", type=int, default=None, help="Exit after this many events.")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Do not verify the --forward target's TLS certificate (a self-signed dev server); warns.",
+)
 @click.option("--base-url", envvar="ORCH_BASE_URL", default=None, help="API URL (as the other commands).")
 @click.option("--api-key", envvar="ORCH_API_KEY", help="API key (default: $ORCH_API_KEY).")
 def webhooks_listen(
     forward: str | None,
     events: tuple[str, ...],
     max_events: int | None,
+    insecure: bool,
     base_url: str | None,
     api_key: str | None,
 ) -> None:
@@ -163,6 +169,7 @@ def webhooks_listen(
                 forward=forward,
                 events=list(events) or None,
                 max_events=max_events,
+                insecure=insecure,
             )
         )
     except APIError as exc:

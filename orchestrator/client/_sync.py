@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from orchestrator.client._async import AsyncClient
 from orchestrator.client.pagination import AsyncPaginator
 from orchestrator.models import Execution, ExecutionStatus, FlowInfo, RunEvent
-from webhooks.models import DeliveryOut, DeliveryStatus, EndpointOut
+from webhooks.models import AlertOut, DeliveryOut, DeliveryStatus, EndpointOut
 
 T = TypeVar("T")
 
@@ -220,11 +220,19 @@ class Webhooks:
         flow_ids: builtins.list[str] | None = None,
         description: str | None = None,
         secret: str | None = None,
+        headers: dict[str, str] | None = None,
+        ordering: str | None = None,
     ) -> EndpointOut:
         """Subscribe `url`; the result carries its secret (shown only now)."""
         return self._c._run(
             self._c._async.webhooks.create(
-                url, events=events, flow_ids=flow_ids, description=description, secret=secret
+                url,
+                events=events,
+                flow_ids=flow_ids,
+                description=description,
+                secret=secret,
+                headers=headers,
+                ordering=ordering,
             )
         )
 
@@ -245,6 +253,8 @@ class Webhooks:
         flow_ids: builtins.list[str] | None = None,
         description: str | None = None,
         enabled: bool | None = None,
+        headers: dict[str, str] | None = None,
+        ordering: str | None = None,
     ) -> EndpointOut:
         """Change the given fields only."""
         return self._c._run(
@@ -255,6 +265,8 @@ class Webhooks:
                 flow_ids=flow_ids,
                 description=description,
                 enabled=enabled,
+                headers=headers,
+                ordering=ordering,
             )
         )
 
@@ -266,9 +278,14 @@ class Webhooks:
         """A new secret; the old one signs beside it for 24 h."""
         return self._c._run(self._c._async.webhooks.rotate_secret(endpoint_id))
 
-    def test(self, endpoint_id: str) -> str:
-        """Send a ``webhook.test`` message; return its id."""
-        return self._c._run(self._c._async.webhooks.test(endpoint_id))
+    def test(self, endpoint_id: str, *, event_type: str | None = None) -> str:
+        """Send a ``webhook.test`` message (or `event_type`'s example); return its id."""
+        return self._c._run(self._c._async.webhooks.test(endpoint_id, event_type=event_type))
+
+    def events(self, endpoint_id: str, *, page_size: int = 100) -> Paginator[AlertOut]:
+        """The endpoint's operational events, newest first."""
+        inner = self._c._async.webhooks.events(endpoint_id, page_size=page_size)
+        return Paginator(self._c._loop, inner)
 
     def deliveries(
         self, endpoint_id: str, *, status: DeliveryStatus | str | None = None, page_size: int = 100
@@ -288,6 +305,10 @@ class Webhooks:
     def default_secret(self) -> str:
         """The tenant's default secret."""
         return self._c._run(self._c._async.webhooks.default_secret())
+
+    def rotate_default_secret(self) -> str:
+        """A new default secret; every one rotated out within 24 h keeps signing beside it."""
+        return self._c._run(self._c._async.webhooks.rotate_default_secret())
 
 
 class Client:

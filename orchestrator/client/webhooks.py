@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.client._base import query
 from orchestrator.client.pagination import AsyncPaginator
-from webhooks.models import DeliveryOut, DeliveryStatus, EndpointOut
+from webhooks.models import AlertOut, DeliveryOut, DeliveryStatus, EndpointOut
 
 if TYPE_CHECKING:
     from orchestrator.client._async import AsyncClient
@@ -28,14 +28,22 @@ class AsyncWebhooks:
         flow_ids: builtins.list[str] | None = None,
         description: str | None = None,
         secret: str | None = None,
+        headers: dict[str, str] | None = None,
+        ordering: str | None = None,
     ) -> EndpointOut:
-        """Subscribe `url`; the returned endpoint carries its secret (shown only now)."""
+        """Subscribe `url`; the returned endpoint carries its secret (shown only now).
+
+        `headers` go with every delivery (shown masked); `ordering="run"` delivers each run's
+        messages in sequence order (docs/webhooks.md).
+        """
         body: dict[str, Any] = {"url": url}
         for name, value in (
             ("events", events),
             ("flowIds", flow_ids),
             ("description", description),
             ("secret", secret),
+            ("headers", headers),
+            ("ordering", ordering),
         ):
             if value is not None:
                 body[name] = value
@@ -70,8 +78,10 @@ class AsyncWebhooks:
         flow_ids: builtins.list[str] | None = None,
         description: str | None = None,
         enabled: bool | None = None,
+        headers: dict[str, str] | None = None,
+        ordering: str | None = None,
     ) -> EndpointOut:
-        """Change the given fields only."""
+        """Change the given fields only (`headers` replaces the map; a masked value keeps its own)."""
         changes = {
             k: v
             for k, v in (
@@ -80,6 +90,8 @@ class AsyncWebhooks:
                 ("flowIds", flow_ids),
                 ("description", description),
                 ("enabled", enabled),
+                ("headers", headers),
+                ("ordering", ordering),
             )
             if v is not None
         }
@@ -97,10 +109,26 @@ class AsyncWebhooks:
         )
         return str(answer.json()["secret"])
 
-    async def test(self, endpoint_id: str) -> str:
-        """Send a ``webhook.test`` message; return its id (the ``webhook-id`` it arrives with)."""
-        answer = await self._client.request("POST", f"/v1/webhooks/{endpoint_id}/test", retryable=False)
+    async def test(self, endpoint_id: str, *, event_type: str | None = None) -> str:
+        """Send a ``webhook.test`` message (or `event_type`'s catalog example); return its id (the
+        ``webhook-id`` it arrives with)."""
+        body = {"eventType": event_type} if event_type is not None else None
+        answer = await self._client.request(
+            "POST", f"/v1/webhooks/{endpoint_id}/test", json=body, retryable=False
+        )
         return str(answer.json()["messageId"])
+
+    def events(self, endpoint_id: str, *, page_size: int = 100) -> AsyncPaginator[AlertOut]:
+        """The endpoint's operational events (disabled, enabled, failing...), newest first."""
+
+        async def fetch(cursor: str | None) -> tuple[builtins.list[Any], str | None]:
+            params = query(limit=page_size, cursor=cursor)
+            doc = (
+                await self._client.request("GET", f"/v1/webhooks/{endpoint_id}/events", params=params)
+            ).json()
+            return doc["data"], doc["nextCursor"]
+
+        return AsyncPaginator(fetch, AlertOut.model_validate)
 
     def deliveries(
         self, endpoint_id: str, *, status: DeliveryStatus | str | None = None, page_size: int = 100
@@ -131,3 +159,8 @@ class AsyncWebhooks:
     async def default_secret(self) -> str:
         """The tenant's default secret, which signs one-run webhooks given at run creation."""
         return str((await self._client.request("GET", "/v1/webhooks/default-secret")).json()["secret"])
+
+    async def rotate_default_secret(self) -> str:
+        """A new default secret; every one rotated out within 24 h keeps signing beside it."""
+        answer = await self._client.request("POST", "/v1/webhooks/default-secret/rotate", retryable=False)
+        return str(answer.json()["secret"])

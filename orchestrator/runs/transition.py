@@ -309,6 +309,7 @@ def inputs(
         flow=run.flow_id,
         body=body,
         hook=hook,
+        sequence=run.sequence,
     )
     return (
         [getattr(key_list, n) for n in KEY_NAMES],

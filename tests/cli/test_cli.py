@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from redis.asyncio import Redis
 
 from orchestrator.api.auth import digest
@@ -263,3 +264,52 @@ async def test_help_imports_no_server_code() -> None:
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("insecure", [False, True])
+async def test_webhooks_listen_forwards_to_a_self_signed_server_only_with_insecure(
+    api_server, worker, redis: Redis, client, tmp_path, insecure: bool
+) -> None:
+    # Issue 14: forwarding to `https://localhost:8443/` (a self-signed dev server) answered 502, no way out.
+    import asyncio
+    import os
+
+    from orchestrator.cli.listen import INSECURE_WARNING
+    from tests.receiver import Receiver
+    from tests.tls import make_certs
+    from tests.webhooks.helpers import running_dispatcher
+
+    certs = make_certs(tmp_path)
+    app = await Receiver(default=201).start(ssl_context=certs.server_context(self_signed=True))
+    env = {**os.environ, "ORCH_BASE_URL": api_server.url, "ORCH_API_KEY": KEY_A}
+    args = ["webhooks", "listen", "--forward", app.url, "--max-events", "1", "--event", "execution.queued"]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orchestrator",
+        *args,
+        *(["--insecure"] if insecure else []),
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+
+        async def registered() -> bool:
+            return len((await client.get("/v1/webhooks")).json()["data"]) == 1
+
+        await wait_for(registered, timeout=30)
+        async with running_dispatcher(redis):
+            await client.post("/v1/flows/echo/runs", json={"input": {"text": "tls"}})
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        await app.stop()
+    text, warnings = out.decode(), err.decode()
+    assert proc.returncode == 0, warnings
+    if insecure:
+        assert INSECURE_WARNING in warnings
+        assert f"-> {app.url} 201" in text and app.types() == ["execution.queued"]
+    else:
+        assert INSECURE_WARNING not in warnings
+        assert "forward failed" in text and "certificate verify failed" in text and app.requests == []

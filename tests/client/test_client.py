@@ -157,11 +157,19 @@ async def test_webhook_resource_round_trip(sdk: AsyncClient) -> None:
     assert (await sdk.webhooks.rotate_secret(ep.id)) != ep.secret
     message_id = await sdk.webhooks.test(ep.id)
     assert [d.id async for d in sdk.webhooks.deliveries(ep.id)] == [message_id]
+    typed = await sdk.webhooks.test(ep.id, event_type="execution.success")
+    assert typed != message_id
+    assert [e.type async for e in sdk.webhooks.events(ep.id)] == ["endpoint.disabled"]  # the update above
+    ordered = await sdk.webhooks.update(ep.id, headers={"X-Token": "t1"}, ordering="run")
+    assert ordered.headers == {"X-Token": "********"} and ordered.ordering == "run"
     await sdk.webhooks.retry(ep.id, message_id)
     from datetime import UTC, datetime
 
     assert await sdk.webhooks.recover(ep.id, datetime(2020, 1, 1, tzinfo=UTC)) == 0
-    assert (await sdk.webhooks.default_secret()).startswith("whsec_")
+    default = await sdk.webhooks.default_secret()
+    assert default.startswith("whsec_")
+    rotated = await sdk.webhooks.rotate_default_secret()
+    assert rotated != default and await sdk.webhooks.default_secret() == rotated
     await sdk.webhooks.delete(ep.id)
     with pytest.raises(NotFoundError):
         await sdk.webhooks.get(ep.id)

@@ -241,7 +241,10 @@ BODY_ROUTES = {
     "create-webhook": ("POST", "/v1/webhooks"),
     "patch-webhook": ("PATCH", "/v1/webhooks/{endpoint}"),
     "recover": ("POST", "/v1/webhooks/{endpoint}/recover"),
+    "send-test": ("POST", "/v1/webhooks/{endpoint}/test"),
 }
+# Where an empty body is no body: POST .../test without one sends a webhook.test (API.md).
+EMPTY_IS_NO_BODY = {"send-test"}
 
 # Whatever the route: not JSON (or not JSON this API can store faithfully) is 400 invalid_json,
 # JSON that is not an object is 422 with the field "body".
@@ -288,6 +291,7 @@ SMUGGLED_BODIES: dict[str, list[tuple[str, bytes]]] = {
     "create-webhook": [("event-lone-surrogate", b'{"url": "http://127.0.0.1:9/", "events": ["\\ud800"]}')],
     "patch-webhook": [("description-lone-surrogate", b'{"description": "\\udbff"}')],
     "recover": [("since-lone-surrogate", b'{"since": "2020-01-01T00:00:00\\udc00"}')],
+    "send-test": [("event-type-lone-surrogate", b'{"eventType": "\\ud800"}')],
 }
 
 LONG_URL = "http://127.0.0.1:9/" + "a" * 2100
@@ -358,6 +362,13 @@ FIELD_BODIES: dict[str, list[tuple[str, Any, str]]] = {
         ("unknown-field-enabled", {"url": "http://127.0.0.1:9/", "enabled": False}, "enabled"),
         ("unknown-field-id", {"url": "http://127.0.0.1:9/", "id": ABSENT_ENDPOINT}, "id"),
         ("unknown-field-tenant", {"url": "http://127.0.0.1:9/", "tenant": "tenant-b"}, "tenant"),
+        ("headers-not-an-object", {"url": "http://127.0.0.1:9/", "headers": ["X-A: 1"]}, "headers"),
+        ("header-webhook-id", {"url": "http://127.0.0.1:9/", "headers": {"webhook-id": "x"}}, "headers"),
+        ("header-host", {"url": "http://127.0.0.1:9/", "headers": {"Host": "evil.example"}}, "headers"),
+        ("header-crlf", {"url": "http://127.0.0.1:9/", "headers": {"X-A": "a\r\nX-B: b"}}, "headers"),
+        ("header-value-number", {"url": "http://127.0.0.1:9/", "headers": {"X-A": 1}}, "headers.X-A"),
+        ("header-the-mask", {"url": "http://127.0.0.1:9/", "headers": {"X-A": "********"}}, "headers"),
+        ("ordering-unknown", {"url": "http://127.0.0.1:9/", "ordering": "endpoint"}, "ordering"),
     ],
     # Not here: what pydantic's lax mode converts on purpose ("yes", "1" or 1 for enabled: true;
     # a number for since, as unix time). Such input is understood, not refused.
@@ -374,6 +385,11 @@ FIELD_BODIES: dict[str, list[tuple[str, Any, str]]] = {
         ("tenant-cannot-be-set", {"tenant": "tenant-b"}, "tenant"),
         ("id-cannot-be-set", {"id": ABSENT_ENDPOINT}, "id"),
         ("previous-secret-cannot-be-set", {"previousSecret": "whsec_" + "A" * 40}, "previousSecret"),
+        ("header-transfer-encoding", {"headers": {"Transfer-Encoding": "chunked"}}, "headers"),
+        ("header-mask-with-nothing-stored", {"headers": {"X-A": "********"}}, "headers"),
+        ("headers-null", {"headers": None}, "headers"),
+        ("ordering-null", {"ordering": None}, "ordering"),
+        ("ordering-wrong-type", {"ordering": 1}, "ordering"),
     ],
     "recover": [
         ("missing-since", {}, "since"),
@@ -383,6 +399,12 @@ FIELD_BODIES: dict[str, list[tuple[str, Any, str]]] = {
         ("since-beyond-year-9999", {"since": 1e20}, "since"),
         ("since-is-a-list", {"since": []}, "since"),
         ("unknown-field", {"since": "2020-01-01T00:00:00Z", "extra": 1}, "extra"),
+    ],
+    "send-test": [
+        ("unknown-field", {"eventType": "webhook.test", "extra": 1}, "extra"),
+        ("event-type-unknown", {"eventType": "execution.nope"}, "eventType"),
+        ("event-type-wrong-type", {"eventType": 5}, "eventType"),
+        ("event-type-too-long", {"eventType": "e" * 201}, "eventType"),
     ],
 }
 
@@ -410,6 +432,8 @@ def _body_cases() -> list[tuple[str, Case]]:
     out: list[tuple[str, Case]] = []
     for route, (method, path) in BODY_ROUTES.items():
         for name, body, status, code, bad_field in GENERIC_BODIES:
+            if name == "empty" and route in EMPTY_IS_NO_BODY:
+                continue  # no body is a valid call there (tests/api/test_event_types.py sends one)
             out.append((f"{route}/{name}", Case(method, path, status, code, body=body, bad_field=bad_field)))
         for name, body in SMUGGLED_BODIES[route]:
             out.append((f"{route}/{name}", Case(method, path, 400, "invalid_json", body=body)))
@@ -482,6 +506,7 @@ ENDPOINT_ROUTES = {
     "deliveries": ("GET", "/v1/webhooks/{id}/deliveries", None),
     "retry": ("POST", "/v1/webhooks/{id}/deliveries/{message}/retry", None),
     "recover": ("POST", "/v1/webhooks/{id}/recover", dumps({"since": "2020-01-01T00:00:00Z"})),
+    "endpoint-events": ("GET", "/v1/webhooks/{id}/events", None),
 }
 
 ODD_MESSAGE_IDS = {
@@ -612,6 +637,7 @@ def _query_cases() -> list[tuple[str, Case]]:
         "list-runs": "/v1/runs",
         "list-webhooks": "/v1/webhooks",
         "deliveries": "/v1/webhooks/{endpoint}/deliveries",
+        "endpoint-events": "/v1/webhooks/{endpoint}/events",
     }
     for route, path in pages.items():
         for name, value in BAD_LIMITS.items():
@@ -622,6 +648,11 @@ def _query_cases() -> list[tuple[str, Case]]:
         out.append(bad(f"list-runs/cursor-{name}", f"/v1/runs?cursor={value}", "cursor"))
     for name, value in {"run-id": "{run}", "word": "abc", "exec-prefix": "exec_" + "0" * 26}.items():
         out.append(bad(f"list-webhooks/cursor-{name}", f"/v1/webhooks?cursor={value}", "cursor"))
+        out.append(
+            bad(
+                f"endpoint-events/cursor-{name}", f"/v1/webhooks/{{endpoint}}/events?cursor={value}", "cursor"
+            )
+        )
         out.append(
             bad(f"deliveries/cursor-{name}", f"/v1/webhooks/{{endpoint}}/deliveries?cursor={value}", "cursor")
         )
@@ -634,6 +665,15 @@ def _query_cases() -> list[tuple[str, Case]]:
     }.items():
         out.append(bad(f"list-runs/status-{name}", f"/v1/runs?status={value}", "status"))
     out.append(fine("list-runs/status-empty-means-any", "/v1/runs?status="))
+    for name, value in {
+        "unknown": "nope",
+        "one-unknown": "echo,nope",
+        "nul": "%00",
+        "other-case": "ECHO",
+    }.items():
+        out.append(bad(f"event-types/flow-ids-{name}", f"/v1/event-types?flowIds={value}", "flowIds"))
+    out.append(fine("event-types/flow-ids-known", "/v1/event-types?flowIds=echo"))
+    out.append(fine("event-types/flow-ids-empty-means-all", "/v1/event-types?flowIds="))
     for name, value in {
         "uppercase": "PENDING",
         "word": "delivered",
@@ -824,6 +864,7 @@ OVERSIZED = {
     "create-webhook": dumps({"url": "http://127.0.0.1:9/", "description": "x" * 2 * SMALL_BODY_LIMIT}),
     "patch-webhook": dumps({"description": "x" * 2 * SMALL_BODY_LIMIT}),
     "recover": dumps({"since": "2020-01-01T00:00:00Z", "pad": "x" * 2 * SMALL_BODY_LIMIT}),
+    "send-test": dumps({"eventType": "webhook.test", "pad": "x" * 2 * SMALL_BODY_LIMIT}),
 }
 
 

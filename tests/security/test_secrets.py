@@ -84,6 +84,8 @@ class Hunt:
     redis: dict[bytes, bytes]
     created: dict[str, str] = field(default_factory=dict)  # secret -> path of the answer showing it
     deliveries: list[dict[str, Any]] = field(default_factory=list)
+    header_values: list[str] = field(default_factory=list)  # custom header values (gateway tokens)
+    rotated_default: tuple[str, str] = ("", "")  # tenant A's default secret before and after rotation
 
 
 async def keys_create(settings: Settings, tenant: str) -> str:
@@ -189,13 +191,23 @@ async def hunt(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Asyn
 
             await wait_for(ready, timeout=30, interval=0.1)
             endpoints: dict[str, str] = {}
+            # Custom headers: the failing receiver echoes every request header into its answer.
+            found.header_values = ["gw-" + random_secrets.token_urlsafe(24) for _ in range(2)]
+            custom = {
+                "ok": {"X-Gateway-Token": found.header_values[0]},
+                "failing": {"Authorization": "Bearer " + found.header_values[1]},
+            }
+            before_rotation = (await a.get("/v1/webhooks/default-secret")).json()["secret"]
+            after_rotation = (await a.post("/v1/webhooks/default-secret/rotate")).json()["secret"]
+            found.rotated_default = (before_rotation, after_rotation)
             for name, url, owner in (
                 ("ok", ok.url, a),
                 ("failing", failing.url, a),
                 ("closed", closed, a),
                 ("cli", ok.url, c),
             ):
-                made = await owner.post("/v1/webhooks", json={"url": url, "secret": endpoint_secrets[name]})
+                body = {"url": url, "secret": endpoint_secrets[name], "headers": custom.get(name, {})}
+                made = await owner.post("/v1/webhooks", json=body)
                 assert made.status_code == 201 and made.json()["secret"] == endpoint_secrets[name]
                 endpoints[name] = made.json()["id"]
                 found.created[endpoint_secrets[name]] = "/v1/webhooks"
@@ -291,7 +303,7 @@ def where(needle: bytes, haystacks: dict[str, bytes]) -> list[str]:
 
 def every_secret(hunt: Hunt) -> list[str]:
     """All the webhook secrets of the scenario, the refused ones included."""
-    return [*hunt.endpoint_secrets.values(), *hunt.default_secrets, *hunt.bad_secrets]
+    return [*hunt.endpoint_secrets.values(), *hunt.default_secrets, *hunt.rotated_default, *hunt.bad_secrets]
 
 
 def test_api_keys_are_stored_only_hashed(hunt: Hunt) -> None:
@@ -329,7 +341,17 @@ def test_secrets_appear_only_in_the_answers_that_create_or_rotate_them(hunt: Hun
         assert showing == [("POST", path, 201 if path == "/v1/webhooks" else 200)], secret
     for secret in hunt.default_secrets:
         showing = {(r.method, r.path, r.status) for r in bodies if secret.encode() in r.body}
-        assert showing == {("GET", "/v1/webhooks/default-secret", 200)}
+        assert showing - {("POST", "/v1/webhooks/default-secret/rotate", 200)} == {
+            ("GET", "/v1/webhooks/default-secret", 200)
+        }
+    old, new = hunt.rotated_default
+    assert {(r.method, r.path) for r in bodies if old.encode() in r.body} == {
+        ("GET", "/v1/webhooks/default-secret")
+    }
+    assert {(r.method, r.path) for r in bodies if new.encode() in r.body} == {
+        ("POST", "/v1/webhooks/default-secret/rotate"),
+        ("GET", "/v1/webhooks/default-secret"),
+    }
     for how, key in hunt.api_keys.items():
         assert not [r.path for r in bodies if key.encode() in r.body], how
 
@@ -357,6 +379,17 @@ def test_delivery_views_and_metrics_show_no_secret(hunt: Hunt) -> None:
     assert sum(" GET /v1/runs/" in p for p in views) == 8 and any(p.endswith(" GET /metrics") for p in views)
     for secret in every_secret(hunt):
         assert not where(secret.encode(), views), secret
+
+
+def test_custom_header_values_are_never_shown_logged_or_kept(hunt: Hunt) -> None:
+    # The failing receiver echoed its request headers (a careless one does): the attempts it answered
+    # keep that echo, with the gateway token scrubbed. Every read, list and log is searched.
+    echoed = [a["responseBody"] for d in hunt.deliveries for a in d["attempts"] if a["statusCode"] == 500]
+    assert echoed and all("Authorization: ********" in body for body in echoed)
+    assert any(b'"X-Gateway-Token":"********"' in r.body for r in hunt.responses)
+    for value in hunt.header_values:
+        assert not [(r.method, r.path) for r in hunt.responses if value.encode() in r.body], value
+        assert not where(value.encode(), hunt.logs), value
 
 
 # --- API key comparison -------------------------------------------------------------------------

@@ -60,13 +60,17 @@ async def publish(
     subject: str = "exec_1",
     flow: str = "echo",
     hook: dict | None = None,
+    sequence: int = 0,
 ) -> str:
     """Append one message to the outbox, as the orchestrator's transition script does."""
     msg_id = new_id("msg")
-    body = json.dumps({"type": type_, "timestamp": "2026-11-29T00:00:00.000Z", "data": {"id": subject}})
+    data = {"id": subject, "sequence": sequence} if sequence else {"id": subject}
+    body = json.dumps({"type": type_, "timestamp": "2026-11-29T00:00:00.000Z", "data": data})
     fields = {"id": msg_id, "type": type_, "tenant": tenant, "subject": subject, "flow": flow, "body": body}
     if hook is not None:
         fields["hook"] = json.dumps(hook)
+    if sequence:
+        fields["seq"] = str(sequence)
     await redis.xadd(OUTBOX_STREAM, fields)
     return msg_id
 

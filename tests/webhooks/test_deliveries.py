@@ -11,7 +11,8 @@ from tests.deadlines import wait_for
 from tests.receiver import Receiver
 from tests.webhooks.helpers import deliveries_of, endpoint, publish, running_dispatcher
 from webhooks import keys
-from webhooks.deliveries import DeliveryStore, Message
+from webhooks.deliveries import DeliveryStore
+from webhooks.delivery_units import Message
 from webhooks.endpoints import EndpointStore
 from webhooks.ids import id_floor, new_id
 from webhooks.models import Attempt, DeliveryStatus, from_ms
@@ -49,17 +50,19 @@ async def test_listings_are_trimmed_past_the_retention_window(redis: Redis) -> N
     old, new = id_floor("msg", now - 10_000), new_id("msg")
     for status in (None, DeliveryStatus.failed):
         await redis.zadd(keys.listing(ep_id, status), {old: 0, new: 0})
+    await redis.zadd(keys.failed_at(ep_id), {old: now - 10_000, new: now})  # by when they failed
     removed = await deliveries_of(redis).trim_listings(older_than_ms=now - 5_000)
-    assert removed == 2
+    assert removed == 3
     for status in (None, DeliveryStatus.failed):
         assert await redis.zrange(keys.listing(ep_id, status), 0, -1) == [new.encode()]
+    assert await redis.zrange(keys.failed_at(ep_id), 0, -1) == [new.encode()]
 
 
 async def test_a_failed_delivery_keeps_its_message_body_as_long_as_itself(redis: Redis) -> None:
     # Regression: the body expired (14 days from creation) before the failed row (14 days from failure).
     store = DeliveryStore(redis, failed_ttl_ms=60_000, delivered_ttl_ms=60_000)
     ep_id, _ = await endpoint(redis, "http://127.0.0.1:9/x")
-    from webhooks.deliveries import Message
+    from webhooks.delivery_units import Message
 
     msg = Message(new_id("msg"), "execution.success", "a", "exec_1", "{}", 1)
     await store.save_messages([msg])
@@ -81,7 +84,7 @@ async def test_a_note_for_an_unsendable_delivery_is_not_an_attempt(redis: Redis,
     ep_id, _ = await endpoint(redis, receiver.url)
     store = deliveries_of(redis)
     msg_id = await publish(redis)
-    from webhooks.deliveries import Message
+    from webhooks.delivery_units import Message
 
     await store.save_messages([Message(msg_id, "execution.success", "a", "exec_1", "{}", 1)])
     await store.schedule([(msg_id, ep_id, 1, "a", "")])
@@ -103,11 +106,12 @@ async def test_writes_racing_a_delete_do_not_resurrect_the_endpoint(redis: Redis
     # Regression: a failure recorded after a delete recreated a partial hash that made GET answer 500.
     store = EndpointStore(redis)
     ep_id, _ = await endpoint(redis, "http://127.0.0.1:9/x")
+    snapshot = await store.get(ep_id)
     await store.delete(ep_id, tenant="a")
-    assert await store.mark_failure(ep_id) is None
-    await store.disable(ep_id, reason="failing", probe_in_ms=1)
-    await store.mark_success(ep_id)
-    assert await redis.exists(keys.endpoint(ep_id)) == 0
+    await store.disable(snapshot, reason="gone", probe_in_ms=1, now_ms=1)
+    assert not await store.disable_failing(snapshot, failing_since=0, now_ms=1, after_ms=0, first_probe_ms=1)
+    assert not await store.heal(snapshot, now_ms=1)
+    assert await redis.exists(keys.endpoint(ep_id), keys.endpoint_events(ep_id), keys.REPLAYS) == 0
     assert await redis.zscore(keys.PROBES, ep_id) is None
     created = await deliveries_of(redis).schedule([(new_id("msg"), ep_id, 1, "a", "")])
     assert created == 0 and await redis.zcard(keys.due(ep_id)) == 0

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import time
 from pathlib import Path
 
+import pytest
 import standardwebhooks.webhooks as standard
 import svix.webhooks as svix_webhooks
 from aiohttp import web
@@ -15,7 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tests.deadlines import wait_for
-from tests.receiver import Receiver, hang
+from tests.receiver import RawReceiver, Receiver, hang
 from tests.redis_server import RedisServer
 from tests.webhooks.helpers import FAST, deliveries_of, endpoint, publish, running_dispatcher
 from webhooks import keys, verify
@@ -69,6 +71,22 @@ async def test_retry_after_is_honoured_within_its_cap(redis: Redis, receiver: Re
         await wait_for(lambda: len(receiver.requests) == 2, timeout=10)
     gap = receiver.requests[1].at - receiver.requests[0].at
     assert gap >= 0.9  # the schedule alone would have retried after 0.05 s
+
+
+@pytest.mark.parametrize("hint", ["0", "Thu, 01 Jan 2015 00:00:00 GMT"])
+async def test_a_retry_after_of_now_does_not_burn_the_schedule(
+    redis: Redis, receiver: Receiver, hint: str
+) -> None:
+    # Regression (issue 14): a receiver always answering 429 with `Retry-After: 0` (or an HTTP date
+    # in the past) got every retry within ~16 ms and the message ended failed.
+    receiver.default = (429, {"Retry-After": hint})
+    settings = FAST.__class__(**{**FAST.__dict__, "retry_schedule": (0.3, 0.3)})
+    await endpoint(redis, receiver.url)
+    async with running_dispatcher(redis, settings):
+        await publish(redis)
+        await wait_for(lambda: len(receiver.requests) == 3, timeout=10)
+    gaps = [b.at - a.at for a, b in itertools.pairwise(receiver.requests)]
+    assert all(gap >= 0.29 for gap in gaps), gaps  # the schedule's 0.3 s (no jitter), not the hint's 0
 
 
 async def test_exhausted_then_retried_by_hand_with_the_same_webhook_id(
@@ -255,3 +273,20 @@ async def test_an_attempt_made_while_redis_goes_away_is_recorded_once_it_is_back
         await receiver.stop()
         await redis.aclose()
         server.stop()
+
+
+async def test_the_dispatcher_sends_the_registered_url_unchanged(
+    redis: Redis, dispatcher: Dispatcher
+) -> None:
+    raw = await RawReceiver().start()
+    try:
+        target = "/hook%2Fx?token=abc%2Fdef%28x%29&sig=a%3d%3D"
+        _, secret = await endpoint(redis, raw.url + target)
+        await publish(redis)
+        await wait_for(lambda: len(raw.requests) == 1)
+        [got] = raw.requests
+        assert got.target == target.encode()
+        standard.Webhook(secret).verify(got.body, got.headers)
+        svix_webhooks.Webhook(secret).verify(got.body, got.headers)
+    finally:
+        await raw.stop()

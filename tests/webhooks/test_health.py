@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from redis.asyncio import Redis
 
 from tests.deadlines import wait_for
 from tests.receiver import Receiver
 from tests.webhooks.helpers import FAST, deliveries_of, endpoint, publish, running_dispatcher
+from webhooks import verify
 from webhooks.dispatcher import Dispatcher
 from webhooks.endpoints import EndpointStore
 from webhooks.models import DeliveryStatus
+
+TYPES = ("execution.queued", "execution.running", "execution.success")
 
 
 async def test_410_disables_the_endpoint(redis: Redis, dispatcher: Dispatcher, receiver: Receiver) -> None:
@@ -84,9 +88,68 @@ async def test_disabling_by_hand_stops_automatic_healing(redis: Redis, receiver:
     # Regression: PATCH enabled=false on an automatically disabled endpoint was undone by the prober.
     store = EndpointStore(redis)
     ep_id, _ = await endpoint(redis, receiver.url)
-    await store.disable(ep_id, reason="failing", probe_in_ms=0)
+    await store.disable(await store.get(ep_id), reason="failing", probe_in_ms=0, now_ms=0)
     await store.update(ep_id, tenant="a", changes={"enabled": False})
     async with running_dispatcher(redis):
         await asyncio.sleep(2.5)  # a maintenance round (every 2 s) would have probed and healed it
     ep = await store.get(ep_id)
     assert not ep.enabled and ep.disabled_reason is None and receiver.requests == []
+
+
+async def test_healing_replays_the_messages_that_failed_before_the_streak_was_noted(redis: Redis) -> None:
+    # Regression (issue 14, case 6): retry schedule 0.3, 0.6; disabled after 2 s; probes every 0.5 s;
+    # an endpoint refusing connections; five runs of three messages, 0.6 s apart; once disabled, a
+    # receiver starts on that port. The heal replayed from `failing_since` (the first failure's time)
+    # by message id, so the first run's messages, created before that failure and exhausted before
+    # the disable, stayed failed (2 tries in 3 on the real stack; every time here, where the first
+    # run's three messages are published together, before their first attempt).
+    settings = FAST.__class__(
+        **{
+            **FAST.__dict__,
+            "retry_schedule": (0.3, 0.6),
+            "disable_after_seconds": 2.0,
+            "probe_schedule": (0.5,),
+        }
+    )
+    held = socket.socket()  # bound, not listening: connections are refused, and the port stays ours
+    held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
+    ep_id, secret = await endpoint(redis, f"http://127.0.0.1:{port}/hook")
+    store, deliveries = EndpointStore(redis), deliveries_of(redis)
+    receiver = Receiver()
+    try:
+        async with running_dispatcher(redis, settings):
+            first_run = [await publish(redis, subject="exec_0", type_=t) for t in TYPES]
+            sent = list(first_run)
+
+            async def first_run_exhausted() -> bool:
+                page, _ = await deliveries.page(ep_id, status=DeliveryStatus.failed, limit=10, cursor=None)
+                return set(first_run) <= {d.id for d in page}
+
+            await wait_for(first_run_exhausted, timeout=10)
+            assert (await store.get(ep_id)).enabled  # exhausted before the disable, as in the report
+            for n in range(1, 5):
+                await asyncio.sleep(0.6)  # the report's spacing of the runs
+                sent += [await publish(redis, subject=f"exec_{n}", type_=t) for t in TYPES]
+
+            async def disabled() -> bool:
+                return (await store.get(ep_id)).disabled_reason == "failing"
+
+            await wait_for(disabled, timeout=10)
+            held.close()
+            await receiver.start(port=port)
+            await wait_for(lambda: set(sent) <= set(receiver.ids()), timeout=20)
+
+            async def all_succeeded() -> bool:
+                page, _ = await deliveries.page(
+                    ep_id, status=DeliveryStatus.succeeded, limit=100, cursor=None
+                )
+                return {d.id for d in page} >= set(sent)
+
+            await wait_for(all_succeeded, timeout=10)
+        assert (await store.get(ep_id)).enabled
+        for r in receiver.requests:
+            verify(r.body, r.headers, secret)
+    finally:
+        held.close()
+        await receiver.stop()

@@ -40,6 +40,25 @@ def test_retry_after_is_honoured_exactly_then_capped(status: int) -> None:
     assert capped == Outcome(Decision.retry, 3600.0)
 
 
+@pytest.mark.parametrize("status", [429, 503])
+@pytest.mark.parametrize("hint", [0.0, 1.0, 59.9])
+def test_retry_after_never_shortens_the_schedule(status: int, hint: float) -> None:
+    # Regression (issue 14): `Retry-After: 0` (or a date in the past, parsed as 0) replaced the
+    # schedule's delay, so a receiver answering 429 burned every retry within milliseconds.
+    got = classify(status, attempt=2, schedule=SCHEDULE, retry_after=hint, jitter=0)
+    assert got == Outcome(Decision.retry, 60.0)
+    jittered = classify(
+        status, attempt=2, schedule=SCHEDULE, retry_after=hint, jitter=0.2, rng=random.Random(1)
+    )
+    assert jittered.delay is not None and jittered.delay >= 48.0
+
+
+def test_the_cap_bounds_only_the_lengthening() -> None:
+    # A cap below the schedule's delay leaves the schedule's delay: the cap limits what the hint adds.
+    got = classify(429, attempt=3, schedule=SCHEDULE, retry_after=10_000.0, retry_after_cap=30.0, jitter=0)
+    assert got == Outcome(Decision.retry, 600.0)
+
+
 def test_retry_after_counts_only_on_429_and_503() -> None:
     assert classify(500, attempt=2, schedule=SCHEDULE, retry_after=42.0, jitter=0) == Outcome(
         Decision.retry, 60.0

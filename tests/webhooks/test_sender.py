@@ -6,9 +6,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import pytest
 from aiohttp import web
 
-from tests.receiver import Receiver, hang
+from tests.receiver import RawReceiver, Receiver, hang
 from webhooks import generate_secret, verify
 from webhooks.sender import Sender
 from webhooks.settings import DispatcherSettings
@@ -98,3 +99,67 @@ async def test_the_request_is_signed_json_that_verifies(receiver: Receiver) -> N
     for secret in (old, new):
         event = verify(got.body, got.headers, secret)
         assert event.id == "msg_signed" and event.data == {"id": "exec_1"}
+
+
+# Every reserved character of RFC 3986 (gen-delims and sub-delims), percent-encoded in both cases,
+# and "%" itself: what aiohttp decoded or re-cased on the wire before issue 14.
+RESERVED = ":/?#[]@!$&'()*+,;="
+ESCAPES = [f"%{ord(c):02X}" for c in RESERVED + "%"] + [f"%{ord(c):02x}" for c in RESERVED + "%"]
+# Sub-delims, ":" and "@" may also stand raw in a path or query; they stay raw.
+RAW = "!$&'()*+,;=:@"
+
+
+@pytest.mark.parametrize("escape", ESCAPES)
+async def test_the_url_goes_byte_for_byte_as_registered(escape: str) -> None:
+    # Regression (issue 14): `?token=abc%2Fdef%28x%29` arrived as `?token=abc/def(x)`.
+    raw = await RawReceiver().start()
+    try:
+        target = f"/hook{escape}x/p{RAW}?token=abc{escape}def&{RAW}=v{escape}"
+        async with sender() as s:
+            result = await s.send(
+                raw.url + target, message_id="msg_1", body=BODY, secrets=[generate_secret()]
+            )
+        assert result.status == 200, result.attempt.error
+        assert [r.target for r in raw.requests] == [target.encode()]
+    finally:
+        await raw.stop()
+
+
+@pytest.mark.parametrize(
+    ("registered", "sent"),
+    [
+        ("/caf\u00e9?q=\u00fc", "/caf%C3%A9?q=%C3%BC"),  # not allowed raw: encoded as a browser would
+        ("/a b", "/a%20b"),
+        ("/a%zz", "/a%25zz"),  # a "%" that starts no escape
+        ("/a?b#fragment", "/a?b"),  # the fragment is never sent
+        ("?only=query", "/?only=query"),
+    ],
+)
+async def test_what_cannot_stand_in_a_request_target_is_encoded_minimally(registered: str, sent: str) -> None:
+    raw = await RawReceiver().start()
+    try:
+        async with sender() as s:
+            await s.send(raw.url + registered, message_id="msg_1", body=BODY, secrets=[generate_secret()])
+        assert [r.target for r in raw.requests] == [sent.encode()]
+    finally:
+        await raw.stop()
+
+
+async def test_custom_headers_go_along_and_never_stay_in_the_attempt(receiver: Receiver) -> None:
+    async def echo(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=500, text=f"you sent {request.headers.get('X-Gateway-Token')}")
+
+    receiver.default = echo
+    token = "gw-" + "s3cr3t" * 4
+    async with sender() as s:
+        result = await s.send(
+            receiver.url,
+            message_id="msg_1",
+            body=BODY,
+            secrets=[generate_secret()],
+            headers={"X-Gateway-Token": token},
+        )
+    [got] = receiver.requests
+    assert got.headers["x-gateway-token"] == token and got.headers["content-type"] == "application/json"
+    assert result.attempt.response_body == "you sent ********"
+    assert token not in result.attempt.model_dump_json()

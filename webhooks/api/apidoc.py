@@ -63,6 +63,7 @@ class Operation:
     summary: str
     tag: str
     body: type[BaseModel] | None = None
+    body_required: bool = True
     responses: dict[int, type[BaseModel] | dict[str, Any] | str | None] = field(default_factory=dict)
     query: Sequence[Param] = ()
     headers: Sequence[Param] = ()
@@ -126,12 +127,15 @@ def build_spec(
     error_model: type[BaseModel],
     path_params: Mapping[str, dict[str, Any]] | None = None,
     names: Mapping[str, str] | None = None,
+    webhooks: tuple[dict[str, Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of every described route.
 
     `path_params` gives the schema of path parameters known only at runtime (e.g. the ids of the
     registered flows); the others are plain strings. `names` renames schema components (pydantic
-    names generic models ``Page_Execution_Any__``; a reader wants ``ExecutionPage``).
+    names generic models ``Page_Execution_Any__``; a reader wants ``ExecutionPage``). `webhooks` is
+    the top-level ``webhooks`` section and the component schemas it references
+    (``webhooks.catalog.openapi_webhooks``).
     """
     known = dict(path_params or {})
     models = _models(routes, error_model)
@@ -202,13 +206,16 @@ def build_spec(
             "responses": responses,
         }
         if op.body is not None:
-            spec["requestBody"] = {"required": True, "content": _content(op.body, "application/json", refs)}
+            spec["requestBody"] = {
+                "required": op.body_required,
+                "content": _content(op.body, "application/json", refs),
+            }
         if not op.auth:
             spec["security"] = []
         for method in sorted((route.methods or set()) - {"HEAD"}):
             # Starlette's "{name}" placeholders are OpenAPI's already.
             paths.setdefault(route.path, {})[method.lower()] = spec
-    document = {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version, "description": description},
         "paths": paths,
@@ -224,6 +231,10 @@ def build_spec(
         },
         "security": [{"bearer": []}],
     }
+    if webhooks is not None:
+        section, schemas = webhooks
+        document["webhooks"] = section
+        components.update(schemas)
     return rename_schemas(document, names or {})
 
 

@@ -7,7 +7,7 @@ event types exist and which filter values (flow ids) are valid; parsing is ``web
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 from redis.asyncio import Redis
@@ -15,33 +15,35 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from webhooks import custom_headers
+from webhooks.alerts import OPERATIONAL_EVENTS
 from webhooks.api.apidoc import PAGING, Param, links_to, operation
 from webhooks.api.inputs import (
     check_choices,
     check_url_field,
+    model_of,
     page_cursor,
     page_limit,
-    query_choice,
+    parse_json,
+    read_body,
     read_model,
     render,
 )
+from webhooks.api.messages import MessageRoutes
+from webhooks.catalog import EXAMPLE_AT, OWN_TYPES, CatalogSource, EventType, openapi_webhooks
 from webhooks.deliveries import DeliveryStore
 from webhooks.endpoints import EndpointStore
-from webhooks.errors import DeliveryNotFound, ValidationFailed
-from webhooks.ids import is_valid
+from webhooks.errors import ValidationFailed
 from webhooks.models import (
-    CountOut,
-    DeliveryPage,
-    DeliveryStatus,
     EndpointCreate,
     EndpointOut,
     EndpointPage,
     EndpointPatch,
-    MessageRef,
+    EventTypeOut,
+    EventTypePage,
+    Ordering,
     Page,
-    RecoverBody,
     SecretOut,
-    now_ms,
 )
 from webhooks.outbox import Hook
 from webhooks.report import DeliveryReport, SentMessage, delivery_report
@@ -60,10 +62,11 @@ ENDPOINT_TARGETS = {
     "SendTest": "test",
     "EndpointDeliveries": "deliveries",
     "RecoverEndpoint": "recover",
+    "EndpointEvents": "events",
 }
 
 
-class WebhookAPI:
+class WebhookAPI(MessageRoutes):
     """The ``/v1/webhooks`` routes as one mounting application configures them, and their stores."""
 
     def __init__(
@@ -78,6 +81,7 @@ class WebhookAPI:
         coalesced_events: Sequence[str] = (),
         failed_ttl_ms: int,
         delivered_ttl_ms: int,
+        catalog: CatalogSource | None = None,
     ) -> None:
         """Configure the routes.
 
@@ -90,16 +94,20 @@ class WebhookAPI:
             default_events: what an endpoint that names no events receives.
             coalesced_events: types the fan-out sends at most once per interval (the report says so).
             failed_ttl_ms, delivered_ttl_ms: how long delivery rows are kept, by outcome.
+            catalog: the mounting app's event types, narrowed to filter values (``webhooks.catalog``);
+                the service's own (webhook.test, operational events) are added to them.
         """
         self.authenticate = authenticate
         self.max_body_bytes = max_body_bytes
-        self.event_types = event_types
+        # The mounting app's types, and the operational events every endpoint may subscribe to.
+        self.subscribable = (*event_types, *OPERATIONAL_EVENTS)
         self.filter_values = filter_values
         self.allow_private = allow_private
         self.default_events = tuple(default_events)
         self.coalesced_events = tuple(coalesced_events)
         self.failed_ttl_ms = failed_ttl_ms
         self.delivered_ttl_ms = delivered_ttl_ms
+        self.catalog = catalog
         self._stores: tuple[EndpointStore, DeliveryStore] | None = None
 
     def open(self, redis: Redis) -> None:
@@ -135,22 +143,39 @@ class WebhookAPI:
         """Read and validate the body as `model` (422 lists each bad field)."""
         return await read_model(request, model, max_bytes=self.max_body_bytes)
 
+    async def optional_body(self, request: Request, model: type[M]) -> M | None:
+        """None for an absent or empty body, else the body validated as `model`."""
+        raw = await read_body(request, max_bytes=self.max_body_bytes)
+        return None if raw == b"" else model_of(parse_json(raw), model)
+
+    def event_types(self, flow_ids: Sequence[str] | None = None) -> list[EventType]:
+        """The catalog: the mounting app's types (narrowed to `flow_ids`), then the service's own."""
+        supplied = list(self.catalog(flow_ids)) if self.catalog is not None else []
+        return [*supplied, *OWN_TYPES]
+
+    def openapi_webhooks(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The OpenAPI ``webhooks`` section and its schemas, every flow's Execution among them."""
+        section, schemas = openapi_webhooks(self.event_types(sorted(self.filter_values()) or None))
+        return section, schemas
+
     async def check_fields(
         self, *, url: str | None, events: list[str] | None, flow_ids: list[str] | None
     ) -> None:
         """Refuse unsafe URLs, unknown event types and unknown flow ids (422)."""
         if url is not None:
             await check_url_field(url, field="url", allow_private=self.allow_private)
-        check_choices("events", events, self.event_types, what="event types")
+        check_choices("events", events, self.subscribable, what="event types")
         if flow_ids:
             check_choices("flowIds", flow_ids, self.filter_values(), what="flows")
 
     def routes(self) -> list[Route]:
         """The ``/v1/webhooks`` routes (API.md "Webhooks")."""
         return [
+            Route("/v1/event-types", self.list_event_types, methods=["GET"]),
             Route("/v1/webhooks", self.create, methods=["POST"]),
             Route("/v1/webhooks", self.list, methods=["GET"]),
             Route("/v1/webhooks/default-secret", self.default_secret, methods=["GET"]),
+            Route("/v1/webhooks/default-secret/rotate", self.rotate_default_secret, methods=["POST"]),
             Route("/v1/webhooks/{endpoint_id}", self.get, methods=["GET"]),
             Route("/v1/webhooks/{endpoint_id}", self.patch, methods=["PATCH"]),
             Route("/v1/webhooks/{endpoint_id}", self.delete, methods=["DELETE"]),
@@ -159,6 +184,7 @@ class WebhookAPI:
             Route("/v1/webhooks/{endpoint_id}/deliveries", self.deliveries, methods=["GET"]),
             Route("/v1/webhooks/{endpoint_id}/deliveries/{message_id}/retry", self.retry, methods=["POST"]),
             Route("/v1/webhooks/{endpoint_id}/recover", self.recover, methods=["POST"]),
+            Route("/v1/webhooks/{endpoint_id}/events", self.events, methods=["GET"]),
         ]
 
     # ----- handlers ----------------------------------------------------------------------------
@@ -186,6 +212,8 @@ class WebhookAPI:
             flow_ids=body.flow_ids or [],
             description=body.description,
             secret=body.secret,
+            headers=body.headers,
+            ordering=(body.ordering or Ordering.none).value,
         )
         return render(EndpointOut.of(endpoint, with_secret=True), 201)
 
@@ -216,7 +244,7 @@ class WebhookAPI:
         return render(EndpointOut.of(endpoint))
 
     @operation(
-        summary="Change url, events, flowIds, description or enabled",
+        summary="Change url, events, flowIds, description, enabled, headers or ordering",
         tag="Webhooks",
         body=EndpointPatch,
         responses={200: EndpointOut},
@@ -227,13 +255,20 @@ class WebhookAPI:
         tenant = await self.authenticate(request)
         endpoints, _ = self.stores(request)
         endpoint_id = request.path_params["endpoint_id"]
-        await endpoints.get(endpoint_id, tenant=tenant)
+        stored = await endpoints.get(endpoint_id, tenant=tenant)
         body = await self.body(request, EndpointPatch)
         await self.check_fields(url=body.url, events=body.events, flow_ids=body.flow_ids)
         changes = body.model_dump(exclude_unset=True)
         if any(v is None for v in changes.values()):
             nulls = [k for k, v in changes.items() if v is None]
             raise ValidationFailed.field(nulls[0], "may not be null", "none_forbidden")
+        if "headers" in changes:
+            try:
+                changes["headers"] = custom_headers.merge(changes["headers"], stored.headers)
+            except custom_headers.BadHeader as exc:
+                raise ValidationFailed.field("headers", str(exc)) from None
+        if "ordering" in changes:
+            changes["ordering"] = Ordering(changes["ordering"]).value
         endpoint = await endpoints.update(endpoint_id, tenant=tenant, changes=changes)
         return render(EndpointOut.of(endpoint))
 
@@ -246,13 +281,16 @@ class WebhookAPI:
         return Response(status_code=204)
 
     @operation(
-        summary="Rotate the secret (the old one signs beside it for 24 h)",
+        summary="Rotate the secret (every secret rotated out within 24 h signs beside it)",
         tag="Webhooks",
         responses={200: SecretOut},
-        errors=(401, 404, 503),
+        errors=(401, 404, 409, 503),
     )
     async def rotate(self, request: Request) -> Response:
-        """``POST /v1/webhooks/{id}/rotate-secret``: the new secret; the old one signs for 24 h more."""
+        """``POST /v1/webhooks/{id}/rotate-secret``: the new secret; the old one signs for 24 h more.
+
+        409 ``conflict`` when ``MAX_PREVIOUS_SECRETS`` rotated-out secrets still sign (webhooks.secrets).
+        """
         tenant = await self.authenticate(request)
         endpoints, _ = self.stores(request)
         secret = await endpoints.rotate_secret(request.path_params["endpoint_id"], tenant=tenant)
@@ -270,89 +308,51 @@ class WebhookAPI:
         return JSONResponse({"secret": await endpoints.default_secret(tenant)})
 
     @operation(
-        summary="Send a webhook.test message",
+        summary="Rotate the tenant's default secret (every one rotated out within 24 h signs beside it)",
         tag="Webhooks",
-        responses={202: MessageRef},
-        links={
-            202: {
-                "RetryTestMessage": {
-                    "operationId": "retry",
-                    "parameters": {
-                        "endpoint_id": "$request.path.endpoint_id",
-                        "message_id": "$response.body#/messageId",
-                    },
-                }
-            }
-        },
-        errors=(401, 404, 503),
+        responses={200: SecretOut},
+        errors=(401, 409, 503),
     )
-    async def test(self, request: Request) -> Response:
-        """``POST /v1/webhooks/{id}/test``: 202 with the id of the ``webhook.test`` message."""
+    async def rotate_default_secret(self, request: Request) -> Response:
+        """``POST /v1/webhooks/default-secret/rotate``: the new default secret (dispatchers use it within
+        seconds); the old one signs beside it for 24 h. 409 ``conflict`` at ``MAX_PREVIOUS_SECRETS``."""
         tenant = await self.authenticate(request)
-        endpoints, deliveries = self.stores(request)
-        endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
-        message_id = await deliveries.send_test(endpoint, now_ms=now_ms())
-        return JSONResponse({"messageId": message_id}, status_code=202)
+        endpoints, _ = self.stores(request)
+        return JSONResponse({"secret": await endpoints.rotate_default_secret(tenant)})
 
     @operation(
-        summary="Messages sent to the endpoint, each with every attempt",
-        tag="Webhooks",
-        responses={200: DeliveryPage},
+        summary="The event-type catalog: every type with the JSON Schema of its body and an example",
+        tag="Event types",
+        responses={200: EventTypePage},
         query=[
             Param(
-                "status",
-                "pending, succeeded or failed",
-                {"type": "string", "enum": ["pending", "succeeded", "failed"]},
-            ),
-            *PAGING,
+                "flowIds",
+                "Comma-separated flow ids: execution data typed as those flows' Executions",
+                {"type": "string"},
+            )
         ],
-        errors=(401, 404, 422, 503),
+        errors=(401, 422, 503),
     )
-    async def deliveries(self, request: Request) -> Response:
-        """``GET /v1/webhooks/{id}/deliveries?status=``: messages with every attempt, newest first."""
-        tenant = await self.authenticate(request)
-        endpoints, deliveries = self.stores(request)
-        endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
-        status = query_choice(request, "status", DeliveryStatus)
-        items, next_cursor = await deliveries.page(
-            endpoint.id, status=status, limit=page_limit(request), cursor=page_cursor(request, "msg")
-        )
-        return render(Page(data=items, next_cursor=next_cursor))
-
-    @operation(
-        summary="Send one message again now (same webhook-id)",
-        tag="Webhooks",
-        responses={202: MessageRef},
-        errors=(401, 404, 503),
-    )
-    async def retry(self, request: Request) -> Response:
-        """``POST /v1/webhooks/{id}/deliveries/{messageId}/retry``: 202, sent again now (same webhook-id)."""
-        tenant = await self.authenticate(request)
-        endpoints, deliveries = self.stores(request)
-        endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
-        message_id = request.path_params["message_id"]
-        if not is_valid(message_id, "msg") or not await deliveries.requeue(message_id, endpoint.id):
-            raise DeliveryNotFound(f"no message {message_id} for endpoint {endpoint.id}")
-        return JSONResponse({"messageId": message_id, "status": "pending"}, status_code=202)
-
-    @operation(
-        summary="Send again every message that failed since a time",
-        tag="Webhooks",
-        body=RecoverBody,
-        responses={202: CountOut},
-        errors=(400, 401, 404, 413, 422, 503),
-    )
-    async def recover(self, request: Request) -> Response:
-        """``POST /v1/webhooks/{id}/recover {since}``: 202 with how many failed messages go again."""
-        tenant = await self.authenticate(request)
-        endpoints, deliveries = self.stores(request)
-        endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
-        body = await self.body(request, RecoverBody)
-        since = body.since
-        if since.tzinfo is None:
-            raise ValidationFailed.field("since", "must include a time zone (e.g. Z)", "datetime")
-        count = await deliveries.recover(endpoint.id, int(since.timestamp() * 1000))
-        return JSONResponse({"count": count}, status_code=202)
+    async def list_event_types(self, request: Request) -> Response:
+        """``GET /v1/event-types[?flowIds=a,b]``: every type, its schema and an example (one page)."""
+        await self.authenticate(request)
+        raw = request.query_params.get("flowIds") or ""
+        flow_ids = [f.strip() for f in raw.split(",") if f.strip()] if raw else []
+        check_choices("flowIds", flow_ids, self.filter_values(), what="flows")
+        items = [
+            EventTypeOut.model_validate(
+                {
+                    "type": e.name,
+                    "description": e.description,
+                    "group": e.group,
+                    "flows": e.flows,
+                    "schema": e.schema(),
+                    "example": e.body_example(EXAMPLE_AT),
+                }
+            )
+            for e in self.event_types(flow_ids or None)
+        ]
+        return render(EventTypePage(data=items, next_cursor=None))
 
 
 def _check_secret(secret: str) -> None:

@@ -23,6 +23,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "isolation_p99_ratio": ("<=", 2.0),
     "redis_bytes_per_run": ("<=", 1536.0),
     "get_latency_ratio_100k_vs_10k": ("<=", 1.5),
+    "ordered_vs_unordered": (">=", 0.8),
 }
 
 

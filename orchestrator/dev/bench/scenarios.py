@@ -8,6 +8,7 @@ from orchestrator.dev.bench.costs import scenario_modes, scenario_storage
 from orchestrator.dev.bench.cpu import scenario_cpu
 from orchestrator.dev.bench.latency import scenario_get, scenario_isolation, scenario_latency
 from orchestrator.dev.bench.measure import Figures, summarize
+from orchestrator.dev.bench.ordering import scenario_ordering
 from orchestrator.dev.bench.throughput import scenario_deliveries, scenario_e2e
 
 __all__ = ["SCENARIOS", "Figures", "summarize"]
@@ -21,4 +22,5 @@ SCENARIOS: dict[str, Callable[[bool], Awaitable[Figures]]] = {
     "storage": scenario_storage,
     "modes": scenario_modes,
     "cpu": scenario_cpu,
+    "ordering": scenario_ordering,
 }
