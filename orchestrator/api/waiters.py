@@ -37,12 +37,47 @@ class Waiter:
         return True
 
 
+class Tap:
+    """Every run id that moved, for one reader of all transitions (the dashboard's live runs list).
+
+    Bounded: past `limit` ids not yet taken it holds none and says `overflowed`, and after a
+    resubscribe it says the same, since what was published meanwhile is unknown: the reader re-reads.
+    """
+
+    def __init__(self, limit: int = 1000) -> None:
+        self.limit = limit
+        self.run_ids: dict[str, None] = {}  # ordered, deduplicated
+        self.overflowed = False
+        self.event = asyncio.Event()
+
+    def add(self, run_id: str | None) -> None:
+        """Note a transition of `run_id` (None: unknown transitions were missed)."""
+        if run_id is None or len(self.run_ids) >= self.limit:
+            self.overflowed = True
+            self.run_ids.clear()
+        elif not self.overflowed:
+            self.run_ids[run_id] = None
+        self.event.set()
+
+    async def take(self, seconds: float) -> tuple[list[str], bool] | None:
+        """Wait up to `seconds`; then the run ids noted and whether some were missed, or None."""
+        try:
+            await asyncio.wait_for(self.event.wait(), seconds)
+        except TimeoutError:
+            return None
+        self.event.clear()
+        ids, missed = list(self.run_ids), self.overflowed
+        self.run_ids, self.overflowed = {}, False
+        return ids, missed
+
+
 class Waiters:
     """The registry of parked requests of this process, and the subscription that wakes them."""
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._by_run: dict[str, set[Waiter]] = defaultdict(set)
+        self._taps: set[Tap] = set()
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
 
@@ -84,7 +119,19 @@ class Waiters:
                 if not group:
                     del self._by_run[run_id]
 
+    @contextlib.contextmanager
+    def tap(self) -> Iterator[Tap]:
+        """Hear of every transition (all tenants: the reader filters) for the duration of the block."""
+        tap = Tap()
+        self._taps.add(tap)
+        try:
+            yield tap
+        finally:
+            self._taps.discard(tap)
+
     def _wake_all(self) -> None:
+        for tap in self._taps:
+            tap.add(None)
         for group in self._by_run.values():
             for waiter in group:
                 # Unknown: what happened while we were not listening. Waiters must re-read.
@@ -92,7 +139,9 @@ class Waiters:
                 waiter.event.set()
 
     def notify(self, run_id: str, status: str, sequence: int) -> None:
-        """Wake the waiters of `run_id`."""
+        """Wake the waiters of `run_id` and tell every tap."""
+        for tap in self._taps:
+            tap.add(run_id)
         for waiter in self._by_run.get(run_id, ()):
             waiter.status = status
             waiter.sequence = sequence

@@ -58,6 +58,8 @@ class Operation:
     summary: str
     tag: str
     body: type[BaseModel] | None = None
+    # False: the body may be left out (the model's defaults apply).
+    body_required: bool = True
     responses: dict[int, type[BaseModel] | dict[str, Any] | str | None] = field(default_factory=dict)
     query: Sequence[Param] = ()
     headers: Sequence[Param] = ()
@@ -190,7 +192,10 @@ def build_spec(
             "responses": responses,
         }
         if op.body is not None:
-            spec["requestBody"] = {"required": True, "content": _content(op.body, "application/json", refs)}
+            spec["requestBody"] = {
+                "required": op.body_required,
+                "content": _content(op.body, "application/json", refs),
+            }
         if not op.auth:
             spec["security"] = []
         for method in sorted((route.methods or set()) - {"HEAD"}):

@@ -136,7 +136,11 @@ async def read_json(request: Request, *, max_bytes: int) -> Any:
 
 async def read_model(request: Request, model: type[M], *, max_bytes: int) -> M:
     """Read, decode and validate the body as `model`."""
-    document = await read_json(request, max_bytes=max_bytes)
+    return validate_document(await read_json(request, max_bytes=max_bytes), model)
+
+
+def validate_document(document: Any, model: type[M]) -> M:
+    """Validate a decoded body as `model`: 422 naming each bad field (``body`` if not an object)."""
     if not isinstance(document, dict):
         raise ValidationFailed.field("body", "expected a JSON object", "dict_type")
     try:
