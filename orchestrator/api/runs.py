@@ -14,7 +14,7 @@ from orchestrator.api.auth import authenticate
 from orchestrator.api.deliveries import run_deliveries
 from orchestrator.api.idempotency import Claim, check_key, claim, fingerprint
 from orchestrator.api.services import services
-from orchestrator.api.tokens import QUERY_PARAMETER, authenticate_reader
+from orchestrator.api.tokens import QUERY_PARAMETER, authenticate_reader, token_cors
 from orchestrator.api.waiting import prefer_wait, respond_when_terminal, run_events, wait_seconds
 from orchestrator.errors import FlowNotFound, RunNotFound, ValidationFailed
 from orchestrator.flows import FLOW_ID, Flow
@@ -239,7 +239,7 @@ async def get_run(request: Request) -> Response:
     tenant = await authenticate_reader(request, request.path_params["run_id"])
     run_id = _run_id(request)
     body = await _store(request).get_json(run_id, tenant=tenant)
-    return Response(body, media_type="application/json")
+    return Response(body, media_type="application/json", headers=token_cors(request))
 
 
 @operation(
@@ -305,7 +305,9 @@ async def list_events(request: Request) -> Response:
     """``GET /v1/runs/{id}/events``: the ordered event log, or an SSE stream of it (key or run token)."""
     tenant = await authenticate_reader(request, request.path_params["run_id"])
     run_id = _run_id(request)
-    return await run_events(request, run_id, tenant=tenant)
+    response = await run_events(request, run_id, tenant=tenant)
+    response.headers.update(token_cors(request))
+    return response
 
 
 @operation(

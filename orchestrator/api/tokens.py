@@ -8,7 +8,8 @@ written in the token. Expiry is compared with the API's Redis-synced clock (DESI
 A token reads one run (``GET /v1/runs/{id}``) and its events (``GET /v1/runs/{id}/events``, JSON
 or SSE), sent as ``Authorization: Bearer rt_...`` or, where headers cannot be set (a browser's
 EventSource), as ``?access_token=rt_...`` (RFC 6750 section 2.3). Anything else refuses it: to the
-key ring it is an unknown key.
+key ring it is an unknown key. Answers to a token carry ``Access-Control-Allow-Origin: *``, so a
+page on any origin can read them (nothing ambient authenticates such a read: no cookie, no key).
 """
 
 from __future__ import annotations
@@ -127,6 +128,11 @@ def presented_token(request: Request) -> ParsedToken | None:
     if parsed is None:
         raise Unauthorized(f"{QUERY_PARAMETER} is not a run token")
     return parsed
+
+
+def token_cors(request: Request) -> dict[str, str]:
+    """CORS for a read made with a run token: any page may read it (no cookie or key is involved)."""
+    return {"Access-Control-Allow-Origin": "*"} if presented_token(request) is not None else {}
 
 
 async def authenticate_reader(request: Request, run_id: str) -> str:

@@ -28,7 +28,8 @@ SECURITY_HEADERS = {
         "connect-src 'self'; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on form POSTs.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
 }
@@ -57,10 +58,10 @@ def duration(ms: float | int | None) -> str:
         return f"{seconds:.1f} s"
     minutes, sec = divmod(int(seconds), 60)
     if minutes < 60:
-        return f"{minutes} min {sec} s"
+        return f"{minutes} min {sec} s" if sec else f"{minutes} min"
     hours, minutes = divmod(minutes, 60)
     if hours < 48:
-        return f"{hours} h {minutes} min"
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
     return f"{hours // 24} d {hours % 24} h"
 
 
