@@ -85,7 +85,8 @@ def run_dev(
         click.echo(
             f"\n  webhook-orchestrator dev\n  API      {url}\n  Redis    {settings.redis_url}"
             f"{' (embedded)' if redis else ''}\n  tenant   {tenant}\n  API key  {key}\n"
-            f"  flows    {', '.join(settings.flows)}\n\n  try:\n"
+            f"  flows    {', '.join(settings.flows)}\n"
+            f"  dashboard {url}/dashboard  (sign in with the API key above)\n\n  try:\n"
             f"  curl -s -X POST {url}/v1/flows/invoice-extraction/runs -H 'Authorization: Bearer {key}' "
             f'-H \'content-type: application/json\' -d "{{\\"input\\": $(cat examples/invoice.json)}}"\n'
             "\n  Ctrl-C stops everything.\n"

@@ -1,4 +1,4 @@
-"""Browser fixtures: Debian's chromium driven by Playwright, a signed-in context, a page that records problems.
+"""Browser fixtures: Debian's chromium driven by Playwright, a signed-in context, a watched page.
 
 The browser is never downloaded: Playwright launches ``/usr/bin/chromium`` (``.ci/system-deps``
 installs Debian's ``chromium`` package when it is missing and the user is root). Without it these
@@ -11,11 +11,18 @@ import os
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Request,
+    Response,
+    async_playwright,
+)
 from redis.asyncio import Redis
-from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, Request, Response, async_playwright
 
 from tests.conftest import KEY_A, ROOT, ServedApp
 
@@ -34,7 +41,7 @@ SCREENSHOTS = ROOT / "docs" / "screenshots"
 
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Browser]:
-    if not Path(CHROMIUM).exists():
+    if not os.path.exists(CHROMIUM):  # noqa: ASYNC240 (once per session, before the loop has work)
         pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (as root: apt-get install chromium)")
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)

@@ -96,7 +96,9 @@ async def test_another_tenants_ids_are_not_found(
     await expect(page.locator("#no-runs")).to_be_visible()
     # And a cancel of B's run from A's session is "not found", and changes nothing.
     token = await page.locator("input[name=csrf_token]").first.input_value()
-    refused = await page.request.post(f"{api_server.url}/dashboard/runs/{b_run}/cancel", form={"csrf_token": token})
+    refused = await page.request.post(
+        f"{api_server.url}/dashboard/runs/{b_run}/cancel", form={"csrf_token": token}
+    )
     assert refused.status == 404
     assert (await client_b.get(f"/v1/runs/{b_run}")).json()["status"] == "queued"
 
@@ -173,7 +175,9 @@ async def test_the_key_never_shows_in_a_url_a_log_or_redis(
         # Signing out ends the session: the old cookie opens nothing.
         await page.get_by_role("button", name="Sign out").click()
         await page.wait_for_url("**/dashboard/login")
-        async with httpx.AsyncClient(base_url=api_server.url, cookies={"orch_session": session["value"]}) as old:
+        async with httpx.AsyncClient(
+            base_url=api_server.url, cookies={"orch_session": session["value"]}
+        ) as old:
             assert (await old.get("/dashboard/runs")).status_code == 401
         # Only the login form's first, wrong key answered 401: nothing else failed.
         assert [p for p in watched.problems if "401" not in p] == []

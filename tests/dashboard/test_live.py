@@ -23,7 +23,9 @@ async def test_a_new_run_appears_and_its_timeline_fills_in_live(
     await expect(runs.page.locator("#live-status")).to_have_text("Updated live as runs change.")
     async with tenant_client(api_server.url) as api:
         # No worker yet: the run stays queued while the Run page opens.
-        created = await api.post("/v1/flows/slow/runs", json={"input": {"seconds": 0.5}, "metadata": {"k": "v"}})
+        created = await api.post(
+            "/v1/flows/slow/runs", json={"input": {"seconds": 0.5}, "metadata": {"k": "v"}}
+        )
         run_id = created.json()["id"]
         row = runs.page.locator(f"#run-{run_id}")
         await expect(row).to_have_attribute("data-status", "queued")  # inserted live, at the top
@@ -69,7 +71,9 @@ async def test_the_runs_stream_shows_only_the_viewers_runs_that_pass_the_filters
     await expect(page.page.locator("#live-status")).to_have_text("Updated live as runs change.")
     async with tenant_client(api_server.url) as api:
         other_flow = (await api.post("/v1/flows/noop/runs", json={"input": {}})).json()["id"]
-        other_tenant = (await client_b.post("/v1/flows/echo/runs", json={"input": {"text": "b"}})).json()["id"]
+        other_tenant = (await client_b.post("/v1/flows/echo/runs", json={"input": {"text": "b"}})).json()[
+            "id"
+        ]
         mine = (await api.post("/v1/flows/echo/runs", json={"input": {"text": "a"}})).json()["id"]
     await expect(page.page.locator(f"#run-{mine}")).to_be_visible()
     # Events are sent in order, so by the time A's echo run shows, the two before it were passed over.

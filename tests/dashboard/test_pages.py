@@ -45,7 +45,11 @@ async def seeded(
                 for flow, body, name in (
                     ("echo", {"text": "hello"}, "echo"),
                     ("fail", {}, "failed"),
-                    ("invoice-extraction", {"document": {"base64": "SW52b2ljZTogMQ=="}, "stepDelay": 0}, "invoice"),
+                    (
+                        "invoice-extraction",
+                        {"document": {"base64": "SW52b2ljZTogMQ=="}, "stepDelay": 0},
+                        "invoice",
+                    ),
                 ):
                     created = await api.post(
                         f"/v1/flows/{flow}/runs", json={"input": body, "metadata": {"customer": "acme"}}
@@ -56,7 +60,9 @@ async def seeded(
                     runs[name] = run["id"]
 
                 async def settled() -> bool:
-                    page = await api.get(f"/v1/webhooks/{failing['id']}/deliveries", params={"status": "pending"})
+                    page = await api.get(
+                        f"/v1/webhooks/{failing['id']}/deliveries", params={"status": "pending"}
+                    )
                     return page.json()["data"] == []
 
                 await wait_for(settled, timeout=20)
@@ -93,9 +99,13 @@ async def test_every_page_loads_with_no_console_error_and_no_failed_request(
             # Chart.js drew each chart (a canvas it sized), and the numbers are there without it too.
             for chart in ("hour", "day", "deliveries", "backlog"):
                 canvas = page.locator(f"canvas[data-chart={chart}]")
-                await wait_for(lambda c=canvas: c.evaluate("el => el.width > 0 && !!Chart.getChart(el)"), timeout=5)
+                await wait_for(
+                    lambda c=canvas: c.evaluate("el => el.width > 0 && !!Chart.getChart(el)"), timeout=5
+                )
             await expect(page.get_by_text("Failing and disabled endpoints")).to_be_visible()
-            await expect(page.locator("section", has_text="Failing and disabled").get_by_role("link")).to_have_count(1)
+            await expect(
+                page.locator("section", has_text="Failing and disabled").get_by_role("link")
+            ).to_have_count(1)
         if name == "run":
             await expect(page.locator("#timeline li")).to_have_count(4)  # queued, running, progress, success
             await expect(page.locator("#deliveries")).to_contain_text("execution.success")
@@ -145,14 +155,24 @@ async def test_pages_read_without_javascript(browser: Browser, api_server: Serve
         await ctx.close()
 
 
-async def test_the_pages_are_keyboard_reachable(context: BrowserContext, api_server: ServedApp, seeded: Seeded) -> None:
+async def test_the_pages_are_keyboard_reachable(
+    context: BrowserContext, api_server: ServedApp, seeded: Seeded
+) -> None:
     watched = await open_page(context, f"{api_server.url}/dashboard")
     page = watched.page
     reached: list[str] = []
     for _ in range(7):
         await page.keyboard.press("Tab")
         reached.append(await page.evaluate("document.activeElement.textContent.trim()"))
-    assert reached == ["Skip to content", "webhook-orchestrator", "Overview", "Runs", "Endpoints", "Flows", "Sign out"]
+    assert reached == [
+        "Skip to content",
+        "webhook-orchestrator",
+        "Overview",
+        "Runs",
+        "Endpoints",
+        "Flows",
+        "Sign out",
+    ]
     await page.keyboard.press("Shift+Tab")
     await page.keyboard.press("Enter")  # on "Flows"
     await page.wait_for_url("**/dashboard/flows")
@@ -172,7 +192,9 @@ async def test_the_pages_are_keyboard_reachable(context: BrowserContext, api_ser
     watched.check()
 
 
-async def test_api_clients_get_the_json_envelope_on_dashboard_errors(api_server: ServedApp, seeded: Seeded) -> None:
+async def test_api_clients_get_the_json_envelope_on_dashboard_errors(
+    api_server: ServedApp, seeded: Seeded
+) -> None:
     async with httpx.AsyncClient(base_url=api_server.url) as anon:
         resp = await anon.get("/dashboard/runs")
         assert resp.status_code == 401 and resp.json()["error"]["code"] == "unauthorized"

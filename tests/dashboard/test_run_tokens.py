@@ -54,7 +54,9 @@ async def test_a_run_token_shows_its_run_live_on_another_origin_and_reads_nothin
     finally:
         await site.stop()
 
-    async with httpx.AsyncClient(base_url=api_server.url, headers={"Authorization": f"Bearer {token}"}) as reader:
+    async with httpx.AsyncClient(
+        base_url=api_server.url, headers={"Authorization": f"Bearer {token}"}
+    ) as reader:
         assert (await reader.get(f"/v1/runs/{run_id}")).json()["status"] == "success"
         assert len((await reader.get(f"/v1/runs/{run_id}/events")).json()["data"]) >= 3
         # Nothing else: another run of the same tenant, any list, any other view, any action.
