@@ -91,6 +91,7 @@ async def start_run(request: Request) -> Response:
             document, ok = None, False
     else:
         document, ok = values_of(fields, form)
+        problems.extend({"field": f.name, "message": f.error} for f in fields if f.error)
     input_json = ""
     if ok and not problems:
         try:
