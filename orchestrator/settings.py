@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     run_retention_seconds: int = Field(default=7 * 24 * 3600, gt=0)
     idempotency_ttl_seconds: int = Field(default=24 * 3600, gt=0)
     sse_heartbeat_seconds: float = Field(default=15.0, gt=0)
+    # A dashboard sign-in lasts this long without use (each page view renews it).
+    dashboard_session_seconds: int = Field(default=12 * 3600, ge=60)
     queue_name: str = "orch:queue"
     log_level: str = "INFO"
     log_format: Literal["text", "json", "short"] = "text"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from webhooks import keys
-from webhooks.ids import decode_ms
+from webhooks.ids import decode_ms, id_floor
 from webhooks.models import DeliveryStatus
 from webhooks.outbox import OUTBOX_STREAM
 
@@ -171,3 +171,53 @@ async def delivery_gauges(redis: Redis, *, now_ms: int) -> DeliveryGauges:
         age = max(0.0, (now_ms - decode_ms(first[0].decode())) / 1000) if first else 0.0
         endpoints.append(EndpointGauge(endpoint_id, int(rows[2 * i]), age))
     return DeliveryGauges(outbox_length=int(outbox), endpoints=endpoints)
+
+
+@dataclass(frozen=True)
+class EndpointHealth:
+    """One endpoint's deliveries: pending backlog and its oldest age, outcomes since a time, next probe."""
+
+    endpoint_id: str
+    backlog: int
+    oldest_pending_seconds: float
+    succeeded: int
+    failed: int
+    pending: int
+    next_probe_ms: int | None
+
+    @property
+    def success_rate(self) -> float | None:
+        """Succeeded / (succeeded + failed) of the messages counted; None when none ended yet."""
+        ended = self.succeeded + self.failed
+        return self.succeeded / ended if ended else None
+
+
+async def endpoint_health(
+    redis: Redis, endpoint_ids: list[str], *, now_ms: int, since_ms: int
+) -> list[EndpointHealth]:
+    """Health of each endpoint (messages created since `since_ms` for the outcomes; one round trip)."""
+    floor = f"[{id_floor('msg', since_ms)}"
+    async with redis.pipeline(transaction=False) as pipe:
+        for endpoint_id in endpoint_ids:
+            pipe.zcard(keys.due(endpoint_id))
+            pipe.zrange(keys.listing(endpoint_id, DeliveryStatus.pending), 0, 0)
+            for status in (DeliveryStatus.succeeded, DeliveryStatus.failed, DeliveryStatus.pending):
+                pipe.zlexcount(keys.listing(endpoint_id, status), floor, "+")
+            pipe.zscore(keys.PROBES, endpoint_id)
+        rows = await pipe.execute()
+    out = []
+    for i, endpoint_id in enumerate(endpoint_ids):
+        backlog, first, succeeded, failed, pending, probe = rows[6 * i : 6 * i + 6]
+        age = max(0.0, (now_ms - decode_ms(first[0].decode())) / 1000) if first else 0.0
+        out.append(
+            EndpointHealth(
+                endpoint_id=endpoint_id,
+                backlog=int(backlog),
+                oldest_pending_seconds=age,
+                succeeded=int(succeeded),
+                failed=int(failed),
+                pending=int(pending),
+                next_probe_ms=int(probe) if probe is not None else None,
+            )
+        )
+    return out

@@ -20,10 +20,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator import __version__, catalog, events
 from orchestrator.api.auth import KeyRing, authenticate
+from orchestrator.api.dashboard import BASE as DASHBOARD
+from orchestrator.api.dashboard import dashboard_routes, error_page, wants_html
+from orchestrator.api.dashboard.sessions import Sessions
 from orchestrator.api.docs import NAMES, add_flow_operations, docs_routes
 from orchestrator.api.ops import OPS_ROUTES
 from orchestrator.api.runs import ROUTES
 from orchestrator.api.services import Services
+from orchestrator.api.tokens import TOKEN_ROUTES, RunTokens
 from orchestrator.api.waiters import Waiters
 from orchestrator.connections import redis_from_settings
 from orchestrator.errors import HeadersTooLarge
@@ -66,15 +70,29 @@ def error_response(
 
 async def _on_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, HTTPError):
-        return error_response(exc.status_code, exc.code, exc.message, exc.details)
-    if isinstance(exc, HTTPException):
-        code = _HTTP_CODES.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail))
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        status, code, message, details = exc.status_code, exc.code, exc.message, exc.details
+    elif isinstance(exc, HTTPException):
+        status, code, message, details = (
+            exc.status_code,
+            _HTTP_CODES.get(exc.status_code, "error"),
+            str(exc.detail),
+            {},
+        )
+    elif isinstance(exc, RedisConnectionError | RedisTimeoutError):
         logger.warning("redis unavailable: %s", exc)
-        return error_response(503, "unavailable", "the data store is unavailable; retry shortly")
-    logger.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal", "internal error")
+        status, code, message, details = (
+            503,
+            "unavailable",
+            "the data store is unavailable; retry shortly",
+            {},
+        )
+    else:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        status, code, message, details = 500, "internal", "internal error", {}
+    # A browser on the dashboard gets a page (or the login form); everyone else the JSON envelope.
+    if request.url.path.startswith(DASHBOARD) and wants_html(request):
+        return error_page(request, status=status, code=code, message=message)
+    return error_response(status, code, message, details)
 
 
 # What one request's headers may come to. uvicorn's httptools parser (the one `orchestrator api`
@@ -152,6 +170,9 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
             keyring=KeyRing(settings.api_keys, redis),
             waiters=waiters,
             webhooks=webhook_api,
+            clock=clock,
+            tokens=RunTokens(redis, now_ms=clock.now_ms),
+            sessions=Sessions(redis, ttl_seconds=settings.dashboard_session_seconds),
         )
         await waiters.start()
         try:
@@ -162,7 +183,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
             await waiters.stop()
             await redis.aclose()
 
-    routes = [*OPS_ROUTES, *ROUTES, *webhook_api.routes()]
+    routes = [*OPS_ROUTES, *ROUTES, *TOKEN_ROUTES, *webhook_api.routes()]
     flow_ids = sorted(f.id for f in flows.all())
     spec = build_spec(
         routes,
@@ -179,7 +200,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
     add_flow_operations(spec, flows.all())
 
     app = Starlette(
-        routes=[*routes, *docs_routes(spec, title="webhook-orchestrator")],
+        routes=[*routes, *docs_routes(spec, title="webhook-orchestrator"), *dashboard_routes()],
         lifespan=lifespan,
         middleware=[Middleware(HeaderLimits)],
         exception_handlers={

@@ -14,6 +14,7 @@ from orchestrator.api.auth import authenticate
 from orchestrator.api.deliveries import run_deliveries
 from orchestrator.api.idempotency import Claim, check_key, claim, fingerprint
 from orchestrator.api.services import services
+from orchestrator.api.tokens import QUERY_PARAMETER, authenticate_reader, token_cors
 from orchestrator.api.waiting import prefer_wait, respond_when_terminal, run_events, wait_seconds
 from orchestrator.errors import FlowNotFound, RunNotFound, ValidationFailed
 from orchestrator.flows import FLOW_ID, Flow
@@ -101,7 +102,7 @@ async def _webhook_json(body: RunCreate, settings: Settings) -> str | None:
     return body.webhook.model_dump_json(by_alias=True, exclude_none=True)
 
 
-def _validate_input(flow: Flow, value: Any, prefix: str) -> str:
+def validate_input(flow: Flow, value: Any, prefix: str) -> str:
     """The input validated by the flow's input type, as the JSON text the worker will read."""
     try:
         data = flow.input_adapter.validate_python(value)
@@ -136,6 +137,7 @@ RUN_TARGETS = {
     "RunEvents": "list_events",
     "RunDeliveries": "run_deliveries_route",
     "CancelRun": "cancel_run",
+    "CreateRunToken": "create_token",
 }
 
 
@@ -157,7 +159,7 @@ async def create_run(request: Request) -> Response:
     flow = _flow(request)
     settings = services(request).settings
     body = await read_model(request, RunCreate, max_bytes=settings.max_body_bytes)
-    input_json = _validate_input(flow, body.input, "input")
+    input_json = validate_input(flow, body.input, "input")
     webhook_json = await _webhook_json(body, settings)
     wait = prefer_wait(request)
     got = await _claim_ids(request, tenant=tenant, route=f"runs:{flow.id}", body=body, count=1)
@@ -197,7 +199,7 @@ async def create_batch(request: Request) -> Response:
     bad: list[dict[str, Any]] = []
     for i, item in enumerate(body.items):
         try:
-            inputs.append(_validate_input(flow, item.input, f"items.{i}.input"))
+            inputs.append(validate_input(flow, item.input, f"items.{i}.input"))
         except ValidationFailed as exc:
             bad.extend(exc.details["fields"])
     if bad:
@@ -226,14 +228,22 @@ async def create_batch(request: Request) -> Response:
     return render(page, 202, headers=headers)
 
 
+TOKEN_QUERY = Param(QUERY_PARAMETER, "A run token (rt_...) instead of a key, where no header can be sent")
+
+
 @operation(
-    summary="Get an execution", tag="Executions", responses={200: Execution[Any]}, errors=(401, 404, 503)
+    summary="Get an execution (with an API key or a run token)",
+    tag="Executions",
+    responses={200: Execution[Any]},
+    query=[TOKEN_QUERY],
+    errors=(401, 404, 503),
 )
 async def get_run(request: Request) -> Response:
-    """``GET /v1/runs/{id}``: the stored JSON, passed through unparsed."""
-    tenant = await authenticate(request)
-    body = await _store(request).get_json(_run_id(request), tenant=tenant)
-    return Response(body, media_type="application/json")
+    """``GET /v1/runs/{id}``: the stored JSON, passed through unparsed (an API key or a run token)."""
+    tenant = await authenticate_reader(request, request.path_params["run_id"])
+    run_id = _run_id(request)
+    body = await _store(request).get_json(run_id, tenant=tenant)
+    return Response(body, media_type="application/json", headers=token_cors(request))
 
 
 @operation(
@@ -289,15 +299,19 @@ async def wait_run(request: Request) -> Response:
     tag="Waiting",
     responses={200: EventPage},
     query=[
-        Param("after", "Resume after this sequence (like Last-Event-ID)", {"type": "integer", "minimum": 0})
+        Param("after", "Resume after this sequence (like Last-Event-ID)", {"type": "integer", "minimum": 0}),
+        TOKEN_QUERY,
     ],
     headers=[Param("Last-Event-ID", "SSE: resume after this sequence")],
     errors=(401, 404, 422, 503),
 )
 async def list_events(request: Request) -> Response:
-    """``GET /v1/runs/{id}/events``: the ordered event log, or an SSE stream of it."""
-    tenant = await authenticate(request)
-    return await run_events(request, _run_id(request), tenant=tenant)
+    """``GET /v1/runs/{id}/events``: the ordered event log, or an SSE stream of it (key or run token)."""
+    tenant = await authenticate_reader(request, request.path_params["run_id"])
+    run_id = _run_id(request)
+    response = await run_events(request, run_id, tenant=tenant)
+    response.headers.update(token_cors(request))
+    return response
 
 
 @operation(

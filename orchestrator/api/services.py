@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 from starlette.requests import Request
@@ -12,7 +13,12 @@ from orchestrator.api.waiters import Waiters
 from orchestrator.flows import Registry
 from orchestrator.runs.store import RunStore
 from orchestrator.settings import Settings
+from webhooks import RedisClock
 from webhooks.api.routes import WebhookAPI
+
+if TYPE_CHECKING:
+    from orchestrator.api.dashboard.sessions import Sessions
+    from orchestrator.api.tokens import RunTokens
 
 
 @dataclass
@@ -26,6 +32,9 @@ class Services:
     keyring: KeyRing
     waiters: Waiters
     webhooks: WebhookAPI
+    clock: RedisClock
+    tokens: RunTokens
+    sessions: Sessions
 
 
 def services(request: Request) -> Services:

@@ -6,6 +6,9 @@ while somebody waits on that run, so an API process hears only the runs its clie
 whatever the total load. A waiter is registered, and its channel's subscription confirmed, before
 the request reads the run's state: no transition can fall between the read and the wait. A
 channel is unsubscribed a while after its last waiter left (a run waited on again soon reuses it).
+
+A :class:`Tap` hears every transition (the dashboard's live Runs list): while one is open, the
+process also holds a pattern subscription to every run channel, and drops it once none is.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ LINGER_SECONDS = 5.0
 # How long a new waiter waits for its channel's subscription to be confirmed.
 CONFIRM_SECONDS = 2.0
 ALIVE = f"{keys.PREFIX}:api:alive"  # subscribed so the connection exists before any run channel
+EVERY_RUN = keys.run_channel("*")  # the pattern a tap listens through
 
 
 class Waiter:
@@ -51,6 +55,40 @@ class Waiter:
         return True
 
 
+class Tap:
+    """Every run id that moved, for one reader of all transitions (the dashboard's live runs list).
+
+    Bounded: past `limit` ids not yet taken it holds none and says `overflowed`, and after a
+    resubscribe it says the same, since what was published meanwhile is unknown: the reader re-reads.
+    """
+
+    def __init__(self, limit: int = 1000) -> None:
+        self.limit = limit
+        self.run_ids: dict[str, None] = {}  # ordered, deduplicated
+        self.overflowed = False
+        self.event = asyncio.Event()
+
+    def add(self, run_id: str | None) -> None:
+        """Note a transition of `run_id` (None: unknown transitions were missed)."""
+        if run_id is None or len(self.run_ids) >= self.limit:
+            self.overflowed = True
+            self.run_ids.clear()
+        elif not self.overflowed:
+            self.run_ids[run_id] = None
+        self.event.set()
+
+    async def take(self, seconds: float) -> tuple[list[str], bool] | None:
+        """Wait up to `seconds`; then the run ids noted and whether some were missed, or None."""
+        try:
+            await asyncio.wait_for(self.event.wait(), seconds)
+        except TimeoutError:
+            return None
+        self.event.clear()
+        ids, missed = list(self.run_ids), self.overflowed
+        self.run_ids, self.overflowed = {}, False
+        return ids, missed
+
+
 class Waiters:
     """The registry of parked requests of this process, and the subscription that wakes them."""
 
@@ -61,6 +99,8 @@ class Waiters:
         self._active: set[str] = set()  # channels whose subscription the server confirmed
         self._confirming: dict[str, asyncio.Future[None]] = {}
         self._idle_since: dict[str, float] = {}
+        self._taps: set[Tap] = set()
+        self._taps_idle_since: float | None = None
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
 
@@ -68,9 +108,14 @@ class Waiters:
         return sum(len(w) for w in self._by_run.values())
 
     @property
+    def tapping(self) -> bool:
+        """Whether the pattern subscription of the taps is held now (for tests and metrics)."""
+        return EVERY_RUN in self._active
+
+    @property
     def channels(self) -> int:
         """Run channels subscribed now (for tests and metrics)."""
-        return len(self._active)
+        return len(self._active - {EVERY_RUN})
 
     async def start(self) -> None:
         """Start the subscription task."""
@@ -104,15 +149,37 @@ class Waiters:
                     del self._by_run[run_id]
                     self._idle_since[run_id] = time.monotonic()
 
+    @contextlib.asynccontextmanager
+    async def tap(self) -> AsyncIterator[Tap]:
+        """Hear of every transition (all tenants: the reader filters) for the duration of the block.
+
+        On entry the pattern subscription to every run channel is made (and confirmed) if it was not.
+        """
+        tap = Tap()
+        self._taps.add(tap)
+        self._taps_idle_since = None
+        try:
+            await self._ensure_channel(EVERY_RUN, pattern=True)
+            yield tap
+        finally:
+            self._taps.discard(tap)
+            if not self._taps:
+                self._taps_idle_since = time.monotonic()
+
     async def _ensure(self, run_id: str) -> None:
-        channel = keys.run_channel(run_id)
+        await self._ensure_channel(keys.run_channel(run_id), pattern=False)
+
+    async def _ensure_channel(self, channel: str, *, pattern: bool) -> None:
         if channel in self._active or self._pubsub is None:
             return  # subscribed, or the connection is down (every waiter is woken when it is back)
         pending = self._confirming.get(channel)
         if pending is None:
             pending = self._confirming[channel] = asyncio.get_running_loop().create_future()
             try:
-                await self._pubsub.subscribe(channel)
+                if pattern:
+                    await self._pubsub.psubscribe(channel)
+                else:
+                    await self._pubsub.subscribe(channel)
             except Exception as exc:  # the listener reconnects; waiters re-read when it is back
                 self._confirming.pop(channel, None)
                 logger.debug("subscribe %s failed: %s", channel, exc)
@@ -121,6 +188,8 @@ class Waiters:
             await asyncio.wait_for(asyncio.shield(pending), CONFIRM_SECONDS)
 
     def _wake_all(self) -> None:
+        for tap in self._taps:
+            tap.add(None)
         for group in self._by_run.values():
             for waiter in group:
                 # Unknown: what happened while we were not listening. Waiters must re-read.
@@ -136,19 +205,25 @@ class Waiters:
 
     def _on_message(self, message: dict[str, object]) -> None:
         kind = message.get("type")
-        raw = message.get("channel", b"")
+        raw = message.get("pattern") if kind in ("pmessage", "psubscribe", "punsubscribe") else None
+        raw = raw or message.get("channel", b"")
         channel = raw.decode() if isinstance(raw, bytes) else str(raw)
-        if kind == "message":
+        if kind in ("message", "pmessage"):
             data = message.get("data", b"")
             notice = Notice.parse(data if isinstance(data, bytes | str) else b"")
-            if notice is not None:
+            if notice is None:
+                return
+            if kind == "message":
                 self.notify(notice.run_id, notice.status.value, notice.sequence)
-        elif kind == "subscribe":
+            else:  # the same notice also comes as a 'message' when its run's channel is subscribed
+                for tap in self._taps:
+                    tap.add(notice.run_id)
+        elif kind in ("subscribe", "psubscribe"):
             self._active.add(channel)
             pending = self._confirming.pop(channel, None)
             if pending is not None and not pending.done():
                 pending.set_result(None)
-        elif kind == "unsubscribe":
+        elif kind in ("unsubscribe", "punsubscribe"):
             self._active.discard(channel)
 
     async def _linger(self, pubsub: PubSub) -> None:
@@ -165,6 +240,12 @@ class Waiters:
             if channel in self._active:
                 self._active.discard(channel)  # from now on a new waiter subscribes again
                 await pubsub.unsubscribe(channel)
+        idle = self._taps_idle_since
+        if idle is not None and now - idle > LINGER_SECONDS and not self._taps:
+            self._taps_idle_since = None
+            if EVERY_RUN in self._active:
+                self._active.discard(EVERY_RUN)
+                await pubsub.punsubscribe(EVERY_RUN)
 
     async def _listen(self) -> None:
         while True:
@@ -178,6 +259,9 @@ class Waiters:
                     for channel in channels:
                         self._confirming.setdefault(channel, asyncio.get_running_loop().create_future())
                     await pubsub.subscribe(*channels)
+                if self._taps:
+                    self._confirming.setdefault(EVERY_RUN, asyncio.get_running_loop().create_future())
+                    await pubsub.psubscribe(EVERY_RUN)
                 self.subscribed.set()
                 # Anything published while we were not subscribed was missed: let waiters re-read.
                 self._wake_all()

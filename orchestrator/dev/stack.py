@@ -159,6 +159,7 @@ def banner(
     return f"""
   webhook-orchestrator dev is up
     API         {url}        reference: {url}/docs
+    Dashboard   {url}/dashboard  (sign in with the API key below)
     Redis       {redis}
     Flows       {", ".join(flow_ids) or "none"}  (from {", ".join(settings.flows)})
     API key     {key}  (tenant {TENANT}; the same on every start with this data folder)

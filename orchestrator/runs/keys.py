@@ -69,3 +69,12 @@ def index_keys(tenant: str, flows: list[str]) -> list[str]:
         for flow_id in [None, *flows]
         for keys_for in (index(tenant, flow_id=flow_id, status=s) for s in statuses)
     ]
+
+
+# The server secret that signs per-run read tokens (base64 of 32 random bytes, made once with NX).
+RUN_TOKEN_SECRET = f"{PREFIX}:run-token-secret"
+
+
+def dashboard_session(session_digest: str) -> str:
+    """Hash of one dashboard sign-in (tenant, csrf), under the SHA-256 of its cookie; expires when idle."""
+    return f"{PREFIX}:dash:session:{session_digest}"

@@ -32,14 +32,19 @@ async def page(
     cursor: str | None = None,
     status: ExecutionStatus | None = None,
     flow_id: str | None = None,
+    since: str | None = None,
 ) -> tuple[list[Execution[Any]], str | None]:
-    """Return one newest-first page and the cursor of the next, reading O(limit) keys."""
+    """Return one newest-first page and the cursor of the next, reading O(limit) keys.
+
+    `since` (an id, e.g. ``webhooks.ids.id_floor``) stops the page at runs created before it.
+    """
     index = keys.index(tenant, flow_id=flow_id, status=status)
     found: list[Execution[Any]] = []
     upper = "+" if cursor is None else f"({cursor}"
+    lower = "-" if since is None else f"[{since}"
     while len(found) <= limit:
         want = limit + 1 - len(found)
-        ids = await redis.zrevrangebylex(index, upper, "-", start=0, num=want)
+        ids = await redis.zrevrangebylex(index, upper, lower, start=0, num=want)
         if not ids:
             break
         async with redis.pipeline(transaction=False) as pipe:

@@ -479,6 +479,7 @@ RUN_ROUTES = {
     "events-sse": ("GET", "/v1/runs/{id}/events", {"Accept": "text/event-stream"}),
     "run-deliveries": ("GET", "/v1/runs/{id}/deliveries", {}),
     "cancel": ("POST", "/v1/runs/{id}/cancel", {}),
+    "create-token": ("POST", "/v1/runs/{id}/tokens", {}),
 }
 
 ODD_ENDPOINT_IDS = {

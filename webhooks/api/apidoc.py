@@ -63,6 +63,7 @@ class Operation:
     summary: str
     tag: str
     body: type[BaseModel] | None = None
+    # False: the body may be left out (the model's defaults apply).
     body_required: bool = True
     responses: dict[int, type[BaseModel] | dict[str, Any] | str | None] = field(default_factory=dict)
     query: Sequence[Param] = ()
