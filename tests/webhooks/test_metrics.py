@@ -37,7 +37,8 @@ async def test_endpoint_health_counts_outcomes_backlog_and_probes(redis: Redis) 
         store = DeliveryStore(redis, failed_ttl_ms=60_000, delivered_ttl_ms=60_000)
         made = 1_900_000_000_000
         await store.send_test(await EndpointStore(redis).get(good_id), now_ms=made)
-        await EndpointStore(redis).disable(bad_id, reason="test", probe_in_ms=60_000)
+        endpoints = EndpointStore(redis)
+        await endpoints.disable(await endpoints.get(bad_id), reason="test", probe_in_ms=60_000, now_ms=made)
         rows = await endpoint_health(redis, [good_id, bad_id], now_ms=made + 5_000, since_ms=0)
         assert [r.endpoint_id for r in rows] == [good_id, bad_id]
         assert (rows[0].backlog, rows[0].pending, rows[0].oldest_pending_seconds) == (1, 1, 5.0)
