@@ -43,13 +43,14 @@ OPERATIONAL_EVENTS = (
 EVENT_LOG_MAX = 1000
 
 # Lua: append one alert to the outbox and to an endpoint's event log (trimmed to its newest
-# `log_max`). The alert's ARGV, from index i: log member, n, then n outbox field/value items
-# (:func:`alert_args`). Returns the index after it.
+# `log_max`). The alert's arguments are in `args` (the caller's ARGV, which in a batched script is
+# one call's slice) from index i: log member, n, then n outbox field/value items (:func:`alert_args`).
+# Returns the index after it.
 EMIT = """
-local function emit(outbox, log, log_max, i)
-  local member, n = ARGV[i], tonumber(ARGV[i + 1])
+local function emit(args, outbox, log, log_max, i)
+  local member, n = args[i], tonumber(args[i + 1])
   local fields = {}
-  for j = 1, n do fields[j] = ARGV[i + 1 + j] end
+  for j = 1, n do fields[j] = args[i + 1 + j] end
   redis.call('XADD', outbox, '*', unpack(fields))
   redis.call('ZADD', log, 0, member)
   local size = redis.call('ZCARD', log)
@@ -64,7 +65,7 @@ EMIT_ONE = (
     EMIT
     + """
 if redis.call('HEXISTS', KEYS[1], 'id') == 0 then return 0 end
-emit(KEYS[2], KEYS[3], ARGV[1], 2)
+emit(ARGV, KEYS[2], KEYS[3], ARGV[1], 2)
 return 1
 """
 )

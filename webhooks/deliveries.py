@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
 from webhooks import keys, scripts
 from webhooks.alerts import EVENT_LOG_MAX, Alert
+from webhooks.batching import Batch, Call, pack
 from webhooks.catalog import EventType
 from webhooks.delivery_reads import DeliveryReads
 from webhooks.delivery_units import Delivery, Message, Recorded, message_of, test_message
@@ -20,6 +22,51 @@ from webhooks.outbox import OUTBOX_STREAM
 
 MAX_LOG = 50
 S = DeliveryStatus
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What one :meth:`DeliveryStore.claim` took: Redis's now (ms); per endpoint its id, stored hash
+    (empty for a one-subject hook) and deliveries; and how long until the next is due (ms; 0 if some
+    are overdue, None if there are none)."""
+
+    now_ms: int
+    batches: list[tuple[str, dict[bytes, bytes], list[Delivery]]]
+    next_due_in_ms: int | None
+
+
+def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
+    """A hash as a Lua script returns HGETALL (a flat list of field, value) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _delivery(
+    dlv_id: str,
+    raw: dict[bytes, bytes],
+    raw_message: dict[bytes, bytes],
+    claimed_until: int,
+    now_ms: int,
+    taken_mono: float,
+) -> Delivery:
+    """A claimed delivery from its stored row and message (HGETALL shapes)."""
+    d = {k.decode(): v.decode() for k, v in raw.items()}
+    return Delivery(
+        id=dlv_id,
+        message_id=d["msg"],
+        endpoint_id=d["ep"],
+        status=S(d["status"]),
+        attempts=int(d["attempts"]),
+        base=int(d.get("base", "0")),
+        tenant=d["tenant"],
+        url=d.get("url", ""),
+        message=message_of(d["msg"], raw_message),
+        claimed_until=claimed_until,
+        taken_ms=now_ms,
+        taken_mono=taken_mono,
+        alerted=d.get("alerted") == "1",
+        lane=d.get("lane", ""),
+        seq=int(d.get("seq") or 0),
+    )
 
 
 class DeliveryStore(DeliveryReads):
@@ -34,13 +81,14 @@ class DeliveryStore(DeliveryReads):
         # How long a lane's head waits for an earlier message of its subject to be fanned out.
         self.lane_gap_ms = lane_gap_ms
         self._schedule = redis.register_script(scripts.SCHEDULE)
-        self._take = redis.register_script(scripts.TAKE)
-        self._record = redis.register_script(scripts.RECORD)
+        self._record = Batch(redis, scripts.RECORD)
         self._requeue = redis.register_script(scripts.REQUEUE)
         self._postpone = redis.register_script(scripts.POSTPONE)
         self._release = redis.register_script(scripts.RELEASE)
-        self._due = redis.register_script(scripts.DUE)
-        self._next = redis.register_script(scripts.NEXT)
+        self._claim = redis.register_script(scripts.CLAIM)
+        due_prefix, due_suffix = keys.due("\0").split("\0")
+        assert due_prefix == keys.endpoint(""), "CLAIM builds both keys from one prefix"
+        self._claim_layout = [due_prefix, due_suffix, keys.delivery(""), keys.message("")]
 
     async def save_messages(self, messages: Sequence[Message]) -> None:
         """Keep message bodies for as long as a failed delivery of them may be retried."""
@@ -78,99 +126,66 @@ class DeliveryStore(DeliveryReads):
         """
         if not entries:
             return 0
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for msg_id, ep_id, created_ms, tenant, url in entries:
-                dlv = keys.delivery_id(msg_id, ep_id)
-                subject, seq = (sequences or {}).get(msg_id, ("", 0)) if ep_id in ordered else ("", 0)
-                lane, lanes_index, active, fan = self._lane_keys(ep_id, subject)
-                await self._schedule(
-                    keys=[
-                        keys.delivery(dlv),
-                        keys.due(ep_id),
-                        keys.DUE_ENDPOINTS,
-                        keys.listing(ep_id),
-                        keys.listing(ep_id, status),
-                        keys.endpoint(ep_id),
-                        lane,
-                        lanes_index,
-                        active,
-                        fan,
-                    ],
-                    args=[
-                        dlv,
-                        msg_id,
-                        ep_id,
-                        created_ms,
-                        delay_ms,
-                        tenant,
-                        url,
-                        status.value,
-                        self.failed_ttl_ms,
-                        note,
-                        subject,
-                        seq,
-                        self.lane_gap_ms,
-                    ],
-                    client=pipe,
-                )
-            results = await pipe.execute()
+        calls: list[Call] = []
+        for msg_id, ep_id, created_ms, tenant, url in entries:
+            dlv = keys.delivery_id(msg_id, ep_id)
+            subject, seq = (sequences or {}).get(msg_id, ("", 0)) if ep_id in ordered else ("", 0)
+            lane, lanes_index, active, fan = self._lane_keys(ep_id, subject)
+            call_keys = [
+                keys.delivery(dlv),
+                keys.due(ep_id),
+                keys.DUE_ENDPOINTS,
+                keys.listing(ep_id),
+                keys.listing(ep_id, status),
+                keys.endpoint(ep_id),
+                lane,
+                lanes_index,
+                active,
+                fan,
+            ]
+            call_args: list[str | int | bytes] = [
+                dlv,
+                msg_id,
+                ep_id,
+                created_ms,
+                delay_ms,
+                tenant,
+                url,
+                status.value,
+                self.failed_ttl_ms,
+                note,
+                subject,
+                seq,
+                self.lane_gap_ms,
+            ]
+            calls.append((call_keys, call_args))
+        # One script call for the whole batch (issue 15: a pipeline of scripts costs a SCRIPT
+        # EXISTS round trip on top, and one script per delivery).
+        batch_keys, batch_args = pack(calls)
+        results = await self._schedule(keys=batch_keys, args=batch_args)
         return sum(int(r) for r in results)
 
-    async def due_endpoints(self, *, limit: int = 1000) -> list[str]:
-        """Endpoints with at least one delivery due now (Redis's clock), most overdue first."""
-        found = await self._due(keys=[keys.DUE_ENDPOINTS], args=[limit])
-        return [i.decode() for i in found[1:]]
-
-    async def next_due_in_ms(self) -> int | None:
-        """How long until the earliest delivery of any endpoint is due (0 if overdue), or None."""
-        now, first = await self._next(keys=[keys.DUE_ENDPOINTS])
-        return None if int(first) < 0 else max(0, int(first) - int(now))
-
-    async def take(self, endpoint_id: str, *, n: int, claim_ms: int) -> tuple[list[Delivery], int]:
-        """Claim up to `n` due deliveries of one endpoint for `claim_ms` (hidden from other dispatchers).
-
-        Returns them with Redis's now (ms), by which their signing secrets are chosen.
-        """
-        reply = await self._take(
-            keys=[keys.due(endpoint_id), keys.DUE_ENDPOINTS], args=[n, claim_ms, endpoint_id]
-        )
+    async def claim(
+        self, *, free: int, per_endpoint: int, busy: Mapping[str, int], claim_ms: int, scan: int = 1000
+    ) -> Claim:
+        """Claim up to `free` due deliveries across the most overdue endpoints, in one round trip
+        (``scripts.CLAIM``): up to `per_endpoint` of an endpoint with nothing in flight, up to
+        ``busy[id]`` of one with attempts in flight (0: none). Each comes with its row and message,
+        each endpoint with its stored hash; claims last `claim_ms` (Redis's clock)."""
+        args: list[str | int] = [scan, claim_ms, max(free, 0), per_endpoint, *self._claim_layout]
+        for endpoint_id, slots in busy.items():
+            args += [endpoint_id, max(slots, 0)]
+        reply = await self._claim(keys=[keys.DUE_ENDPOINTS], args=args)
         taken_mono = time.monotonic()
-        now_ms, claim_until_ms, ids = int(reply[0]), int(reply[1]), reply[2:]
-        if not ids:
-            return [], now_ms
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for i in ids:
-                pipe.hgetall(keys.delivery(i.decode()))
-                pipe.hgetall(keys.message(i.decode().split(":", 1)[0]))
-            rows = await pipe.execute()
-        out = []
-        for n_row, raw_id in enumerate(ids):
-            raw, raw_message = rows[2 * n_row], rows[2 * n_row + 1]
-            dlv_id = raw_id.decode()
-            if not raw:  # the row is gone (endpoint deleted): drop the queue entry
-                await self.redis.zrem(keys.due(endpoint_id), dlv_id)
-                continue
-            d = {k.decode(): v.decode() for k, v in raw.items()}
-            out.append(
-                Delivery(
-                    id=dlv_id,
-                    message_id=d["msg"],
-                    endpoint_id=d["ep"],
-                    status=S(d["status"]),
-                    attempts=int(d["attempts"]),
-                    base=int(d.get("base", "0")),
-                    tenant=d["tenant"],
-                    url=d.get("url", ""),
-                    message=message_of(d["msg"], raw_message),
-                    claimed_until=claim_until_ms,
-                    taken_ms=now_ms,
-                    taken_mono=taken_mono,
-                    alerted=d.get("alerted") == "1",
-                    lane=d.get("lane", ""),
-                    seq=int(d.get("seq") or 0),
-                )
-            )
-        return out, now_ms
+        now_ms, until_ms, first = int(reply[0]), int(reply[1]), int(reply[2])
+        batches: list[tuple[str, dict[bytes, bytes], list[Delivery]]] = []
+        for raw_ep, flat_endpoint, *rows in reply[3:]:
+            taken = [
+                _delivery(i.decode(), _pairs(row), _pairs(msg), until_ms, now_ms, taken_mono)
+                for i, row, msg in rows
+            ]
+            batches.append((raw_ep.decode(), _pairs(flat_endpoint), taken))
+        return Claim(now_ms, batches, None if first < 0 else max(0, first - now_ms))
 
     @staticmethod
     def _lane_keys(endpoint_id: str, subject: str) -> tuple[str, str, str, str]:
@@ -224,8 +239,8 @@ class DeliveryStore(DeliveryReads):
         """
         ttl = self.delivered_ttl_ms if status is S.succeeded else self.failed_ttl_ms
         reply = await self._record(
-            keys=self._row_keys(dlv),
-            args=[
+            self._row_keys(dlv),
+            [
                 dlv.id,
                 dlv.message_id,
                 attempt.model_dump_json(by_alias=True),

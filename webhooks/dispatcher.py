@@ -24,8 +24,7 @@ from webhooks.clock import RedisClock
 from webhooks.consumers import Membership
 from webhooks.deliveries import DeliveryStore
 from webhooks.delivery_units import Delivery
-from webhooks.endpoints import EndpointStore
-from webhooks.errors import EndpointNotFound
+from webhooks.endpoints import EndpointStore, endpoint_of
 from webhooks.fanout import FanOut
 from webhooks.health import Health
 from webhooks.ids import new_id
@@ -250,36 +249,28 @@ class Dispatcher:
         # Cleared before looking, not before sleeping: a wake-up that arrives while we look must
         # cut the next sleep short, or a fresh delivery waits for the idle poll.
         self._wake.clear()
-        started = 0
-        for endpoint_id in await self.deliveries.due_endpoints():
-            free_global = self.settings.max_in_flight - self._total
-            if free_global <= 0:
-                break
-            free = self.settings.per_endpoint_in_flight - self._in_flight.get(endpoint_id, 0)
-            if free <= 0:
-                continue  # this endpoint is saturated: its backlog waits in Redis, others go on
-            taken, _ = await self.deliveries.take(
-                endpoint_id, n=min(free, free_global), claim_ms=int(self.settings.claim_seconds * 1000)
-            )
-            # One read of the endpoint for the whole batch (the URL and secrets of every attempt).
-            endpoint = await self._endpoint_or_none(endpoint_id) if taken and not taken[0].url else None
+        per_endpoint = self.settings.per_endpoint_in_flight
+        claim = await self.deliveries.claim(
+            free=self.settings.max_in_flight - self._total,
+            per_endpoint=per_endpoint,
+            # a saturated endpoint's backlog waits in Redis while the others go on
+            busy={ep: per_endpoint - n for ep, n in self._in_flight.items()},
+            claim_ms=int(self.settings.claim_seconds * 1000),
+        )
+        for _endpoint_id, stored, taken in claim.batches:
+            # Read with the claim: the URL and secrets of every attempt (None if it was deleted, or
+            # for a one-subject hook, whose deliveries carry their URL).
+            endpoint = endpoint_of(stored)
             for dlv in taken:
                 self._start(dlv, endpoint)
-                started += 1
-        if started:
+        if claim.batches:
             return
-        due_in = await self.deliveries.next_due_in_ms()
+        due_in = claim.next_due_in_ms
         wait = 1.0 if due_in is None else min(1.0, due_in / 1000)
         if due_in == 0:
             wait = self.settings.idle_poll_seconds  # due work exists but every such endpoint is saturated
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), wait)
-
-    async def _endpoint_or_none(self, endpoint_id: str) -> Endpoint | None:
-        try:
-            return await self.endpoints.get(endpoint_id)
-        except EndpointNotFound:
-            return None
 
     def _start(self, dlv: Delivery, endpoint: Endpoint | None) -> None:
         self._in_flight[dlv.endpoint_id] += 1

@@ -49,6 +49,14 @@ async def _write(
     return bool(written)
 
 
+def endpoint_of(raw: dict[bytes, bytes]) -> Endpoint | None:
+    """The endpoint stored as `raw` (HGETALL's shape); None if missing or a remnant of a racing write
+    (a hash without its id or tenant)."""
+    if b"id" not in raw or b"tenant" not in raw:
+        return None
+    return _from_hash(raw)
+
+
 def _from_hash(raw: dict[bytes, bytes]) -> Endpoint:
     return Endpoint.model_validate({k.decode(): json.loads(v) for k, v in raw.items()})
 
@@ -98,11 +106,8 @@ class EndpointStore:
         """The endpoint; EndpointNotFound if missing or (with `tenant`) another tenant's."""
         if not is_valid(endpoint_id, "wh"):
             raise EndpointNotFound(f"no endpoint {endpoint_id}")
-        raw = await self.redis.hgetall(keys.endpoint(endpoint_id))
-        if b"id" not in raw or b"tenant" not in raw:  # missing, or a remnant of a racing write
-            raise EndpointNotFound(f"no endpoint {endpoint_id}")
-        endpoint = _from_hash(raw)
-        if tenant is not None and endpoint.tenant != tenant:
+        endpoint = endpoint_of(await self.redis.hgetall(keys.endpoint(endpoint_id)))
+        if endpoint is None or (tenant is not None and endpoint.tenant != tenant):
             raise EndpointNotFound(f"no endpoint {endpoint_id}")
         return endpoint
 
@@ -112,7 +117,8 @@ class EndpointStore:
             for eid in endpoint_ids:
                 pipe.hgetall(keys.endpoint(eid))
             rows = await pipe.execute()
-        return {eid: _from_hash(raw) for eid, raw in zip(endpoint_ids, rows, strict=True) if b"id" in raw}
+        found = {eid: endpoint_of(raw) for eid, raw in zip(endpoint_ids, rows, strict=True)}
+        return {eid: endpoint for eid, endpoint in found.items() if endpoint is not None}
 
     async def for_tenant(self, tenant: str) -> list[Endpoint]:
         """Every endpoint of `tenant`, oldest first."""

@@ -39,7 +39,7 @@ if not since or now - tonumber(since) < tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'enabled', 'false', 'disabled_reason', '"failing"', 'disabled_at', tostring(now))
 redis.call('HDEL', KEYS[1], 'probes')
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
-emit(KEYS[3], KEYS[4], ARGV[4], 5)
+emit(ARGV, KEYS[3], KEYS[4], ARGV[4], 5)
 return 1
 """
 )
@@ -60,7 +60,7 @@ redis.call('HSET', KEYS[1], 'enabled', 'true', 'healed_at', tostring(now), 'repl
 redis.call('HDEL', KEYS[1], 'disabled_reason', 'disabled_at', 'failing_since', 'probes')
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[5], now, ARGV[1])
-emit(KEYS[3], KEYS[4], ARGV[2], 3)
+emit(ARGV, KEYS[3], KEYS[4], ARGV[2], 3)
 return 1
 """
 )

@@ -8,6 +8,7 @@ disagree never take a delivery early (a duplicate) or late.
 from __future__ import annotations
 
 from webhooks import alerts
+from webhooks.batching import many
 
 # Shared (here and in webhooks.health_scripts, webhooks.lanes): Redis's time in ms as `now`;
 # `listed(ep)`; after an endpoint's due queue changed, `reindex` publishes its earliest due time.
@@ -71,9 +72,10 @@ end
 # 6 tenant, 7 url ('' = the endpoint's), 8 status ('pending' | 'failed'), 9 ttl ms for a delivery
 # created failed, 10 note, 11 lane subject ('' = unordered), 12 sequence, 13 gap ms. A pending
 # delivery with a lane joins it and waits its turn (`promote`), whatever its delay.
-SCHEDULE = (
-    REINDEX
-    + """
+# Batched (``webhooks.batching.many``): a fan-out creates all its deliveries in one call.
+SCHEDULE = many(
+    REINDEX,
+    """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if listed(ARGV[3]) and redis.call('HEXISTS', KEYS[6], 'id') == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'msg', ARGV[2], 'ep', ARGV[3], 'status', ARGV[8], 'attempts', 0, 'base', 0,
@@ -96,24 +98,54 @@ else
   redis.call('PEXPIRE', KEYS[1], ARGV[9])
 end
 return 1
-"""
+""",
 )
 
-# Take up to N due deliveries of one endpoint, hiding them until a claim deadline.
-# KEYS: 1 endpoint due queue, 2 due index. ARGV: 1 n, 2 claim ms, 3 endpoint id.
-# Returns {now, claim deadline, id...}: the fence a later RECORD checks is that deadline.
-TAKE = (
+# Claim due deliveries across endpoints in one step, with everything an attempt needs: the batched
+# dispatcher's one round trip per loop (issue 15; before: a DUE, then per endpoint a TAKE, a read of
+# the rows and messages, a read of the endpoint, and a NEXT when idle). KEYS: 1 due index.
+# ARGV: 1 how many due endpoints to look at, 2 claim ms, 3 slots free in all, 4 slots per endpoint
+# with none in flight, 5-6 an endpoint's key is ARGV[5]..id and its due queue's ARGV[5]..id..ARGV[6],
+# 7 delivery key prefix, 8 message key prefix, then (endpoint id, its free slots) for each endpoint
+# with attempts in flight. The rows' keys are known only once claimed, so they are built here: fine
+# on one Redis or a Sentinel group (the supported deployments), not on Redis Cluster.
+# Returns {now, claimed until, the earliest due time left or -1, then per endpoint with claims:
+# {endpoint id, its hash (empty for one-subject hooks), {delivery id, row, message} ...}}.
+CLAIM = (
     REINDEX
     + """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local total, per_ep = tonumber(ARGV[3]), tonumber(ARGV[4])
+local ep_prefix, due_suffix, dlv_prefix, msg_prefix = ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local busy = {}
+for i = 9, #ARGV, 2 do busy[ARGV[i]] = tonumber(ARGV[i + 1]) end
 local until_ms = now + tonumber(ARGV[2])
-for _, id in ipairs(ids) do
-  redis.call('ZADD', KEYS[1], until_ms, id)
+local out = {now, until_ms, -1}
+if total > 0 then
+  for _, ep in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))) do
+    local n = math.min(busy[ep] or per_ep, total)
+    if n > 0 then
+      local due_key = ep_prefix .. ep .. due_suffix
+      local batch = {ep, listed(ep) and redis.call('HGETALL', ep_prefix .. ep) or {}}
+      for _, id in ipairs(redis.call('ZRANGEBYSCORE', due_key, '-inf', now, 'LIMIT', 0, n)) do
+        local row = redis.call('HGETALL', dlv_prefix .. id)
+        if #row == 0 then
+          redis.call('ZREM', due_key, id)  -- the row is gone (its endpoint was deleted)
+        else
+          redis.call('ZADD', due_key, until_ms, id)
+          local message = redis.call('HGETALL', msg_prefix .. string.match(id, '^[^:]+'))
+          table.insert(batch, {id, row, message})
+          total = total - 1
+        end
+      end
+      reindex(due_key, KEYS[1], ep)
+      if #batch > 2 then table.insert(out, batch) end
+      if total <= 0 then break end
+    end
+  end
 end
-reindex(KEYS[1], KEYS[2], ARGV[3])
-table.insert(ids, 1, until_ms)
-table.insert(ids, 1, now)
-return ids
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if first[2] then out[3] = math.floor(tonumber(first[2])) end
+return out
 """
 )
 
@@ -133,10 +165,10 @@ return ids
 # the streak that heal ended: it starts no new one, and a last attempt of it is replayed, not failed.
 # Returns {0} if the delivery is gone or the fence does not hold, else {1, failing_since or '', now,
 # '1' if a success came while the endpoint was disabled for failing (the caller heals it)}.
-RECORD = (
-    REINDEX
-    + alerts.EMIT
-    + """
+# Batched (``webhooks.batching.many``): one script call records every attempt that ended in a tick.
+RECORD = many(
+    REINDEX + alerts.EMIT,
+    """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
 if ARGV[10] ~= '' and redis.call('ZSCORE', KEYS[3], ARGV[1]) ~= ARGV[10] then return {0} end
 redis.call('RPUSH', KEYS[2], ARGV[3])
@@ -202,7 +234,7 @@ local i = 16
 for _ = 1, tonumber(ARGV[14]) do
   local when = ARGV[i]
   if endpoint and (when == 'a' or status == 'failed') then
-    i = emit(KEYS[11], KEYS[12], ARGV[13], i + 1)
+    i = emit(ARGV, KEYS[11], KEYS[12], ARGV[13], i + 1)
     if status == 'succeeded' then
       redis.call('HDEL', KEYS[1], 'alerted')
     else
@@ -214,7 +246,7 @@ for _ = 1, tonumber(ARGV[14]) do
 end
 reindex(KEYS[3], KEYS[4], ARGV[7])
 return {1, since, now, heal}
-"""
+""",
 )
 
 # Send a delivery again now, with a fresh retry schedule. KEYS: 1 delivery, 2 log, 3 due queue,
@@ -276,26 +308,6 @@ for _, id in ipairs(ids) do
 end
 reindex(KEYS[1], KEYS[2], ARGV[2])
 return #ids
-"""
-)
-
-# Members of a time-scored set due by Redis's clock. KEYS: 1 the set. ARGV: 1 limit.
-# Returns {now, member...}.
-DUE = (
-    REINDEX
-    + """
-local found = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-table.insert(found, 1, now)
-return found
-"""
-)
-
-# The earliest score of a time-scored set, and Redis's now. KEYS: 1 the set. Returns {now, first or -1}.
-NEXT = (
-    REINDEX
-    + """
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {now, first[2] and math.floor(tonumber(first[2])) or -1}
 """
 )
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from redis.asyncio import Redis
 
 from webhooks.deliveries import DeliveryStore
+from webhooks.delivery_units import Delivery
 from webhooks.dispatcher import Dispatcher
 from webhooks.endpoints import EndpointStore
 from webhooks.ids import new_id
@@ -97,3 +98,9 @@ async def read_but_never_acked(redis: Redis, url: str, consumer: str) -> str:
 
 def deliveries_of(redis: Redis) -> DeliveryStore:
     return DeliveryStore(redis, failed_ttl_ms=10**9, delivered_ttl_ms=10**9)
+
+
+async def claim(store: DeliveryStore, n: int = 1, *, claim_ms: int) -> list[Delivery]:
+    """Claim up to `n` due deliveries as a dispatcher does (the tests' endpoints are alone in Redis)."""
+    taken = await store.claim(free=n, per_endpoint=n, busy={}, claim_ms=claim_ms)
+    return [dlv for _, _, batch in taken.batches for dlv in batch]

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from tests.deadlines import wait_for
 from tests.receiver import Receiver
-from tests.webhooks.helpers import FAST, deliveries_of, endpoint, publish, running_dispatcher
+from tests.webhooks.helpers import FAST, claim, deliveries_of, endpoint, publish, running_dispatcher
 from webhooks import keys
 from webhooks.alerts import OPERATIONAL_EVENTS, event_page
 from webhooks.delivery_units import Message
@@ -154,7 +154,7 @@ async def test_an_attempt_taken_before_a_heal_that_fails_after_it_is_replayed_no
     msg_id = new_id("msg")
     await deliveries.save_messages([Message(msg_id, "execution.success", "a", "exec_1", "{}", 0)])
     await deliveries.schedule([(msg_id, ep_id, 0, "a", "")])
-    [dlv], _ = await deliveries.take(ep_id, n=1, claim_ms=10_000)
+    [dlv] = await claim(deliveries, claim_ms=10_000)
     await store.disable(await store.get(ep_id), reason="failing", probe_in_ms=60_000, now_ms=0)
     assert await store.heal(await store.get(ep_id), now_ms=0)
     attempt = Attempt(at=from_ms(0), status_code=500, duration_ms=1, error="HTTP 500")

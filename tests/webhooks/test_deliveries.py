@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from tests.deadlines import wait_for
 from tests.receiver import Receiver
-from tests.webhooks.helpers import deliveries_of, endpoint, publish, running_dispatcher
+from tests.webhooks.helpers import claim, deliveries_of, endpoint, publish, running_dispatcher
 from webhooks import keys
 from webhooks.deliveries import DeliveryStore
 from webhooks.delivery_units import Message
@@ -29,7 +29,7 @@ async def test_a_fenced_record_writes_once_and_only_while_the_claim_is_ours(redi
     )
     await store.save_messages([message])
     await store.schedule([(message.id, ep_id, now, "a", "")])
-    [dlv], _ = await store.take(ep_id, n=1, claim_ms=30_000)
+    [dlv] = await claim(store, claim_ms=30_000)
     attempt = Attempt(at=from_ms(now), duration_ms=5, status_code=503)
     row = keys.delivery(dlv.id)
     for _ in range(2):  # the second is the retry of a write that had in fact gone through
@@ -37,7 +37,7 @@ async def test_a_fenced_record_writes_once_and_only_while_the_claim_is_ours(redi
     assert await redis.hget(row, "attempts") == b"1"
     assert await redis.llen(keys.delivery_log(dlv.id)) == 1
     # due again (at once), taken by another dispatcher: a late write of ours changes nothing
-    [theirs], _ = await store.take(ep_id, n=1, claim_ms=60_000)
+    [theirs] = await claim(store, claim_ms=60_000)
     await store.record(dlv, attempt, status=DeliveryStatus.failed, delay_ms=None, fenced=True)
     assert await redis.hget(row, "status") == b"pending" and await redis.hget(row, "attempts") == b"1"
     await store.record(theirs, attempt, status=DeliveryStatus.succeeded, delay_ms=None, fenced=True)
@@ -68,7 +68,7 @@ async def test_a_failed_delivery_keeps_its_message_body_as_long_as_itself(redis:
     await store.save_messages([msg])
     await redis.pexpire(keys.message(msg.id), 1000)
     await store.schedule([(msg.id, ep_id, 1, "a", "")])
-    [dlv], _ = await store.take(ep_id, n=1, claim_ms=10)
+    [dlv] = await claim(store, claim_ms=10)
     from webhooks.models import Attempt
 
     await store.record(
@@ -115,3 +115,34 @@ async def test_writes_racing_a_delete_do_not_resurrect_the_endpoint(redis: Redis
     assert await redis.zscore(keys.PROBES, ep_id) is None
     created = await deliveries_of(redis).schedule([(new_id("msg"), ep_id, 1, "a", "")])
     assert created == 0 and await redis.zcard(keys.due(ep_id)) == 0
+
+
+async def test_one_claim_takes_from_every_due_endpoint_within_its_free_slots(redis: Redis) -> None:
+    # Issue 15: the dispatcher's one round trip per loop. Each endpoint gives at most its free slots,
+    # the claim at most its total; rows come with their message and endpoint; a row whose endpoint
+    # was deleted leaves the queue; what is left says when it is due.
+    store = deliveries_of(redis)
+    quiet_id, busy_id, gone_id = [(await endpoint(redis, f"http://127.0.0.1:9/{n}"))[0] for n in "abc"]
+    messages = [Message(new_id("msg"), "execution.success", "a", f"exec_{i}", "{}", 1) for i in range(4)]
+    await store.save_messages(messages)
+    await store.schedule(
+        [(m.id, ep, 1, "a", "") for m in messages for ep in (quiet_id, busy_id, gone_id)]
+        + [(messages[0].id, "hook_exec_0", 1, "a", "http://127.0.0.1:9/hook")]
+    )
+    taken = await store.claim(free=4, per_endpoint=3, busy={busy_id: 1, gone_id: 0}, claim_ms=60_000)
+    by_endpoint = {ep: (stored, batch) for ep, stored, batch in taken.batches}
+    assert sum(len(batch) for _, batch in by_endpoint.values()) == 4  # the total binds
+    assert gone_id not in by_endpoint and len(by_endpoint.get(busy_id, ({}, []))[1]) <= 1
+    assert len(by_endpoint.get(quiet_id, ({}, []))[1]) <= 3
+    for ep, (stored, batch) in by_endpoint.items():
+        assert all(d.endpoint_id == ep and d.message is not None and d.claimed_until for d in batch)
+        assert (stored[b"id"] == f'"{ep}"'.encode()) if not ep.startswith("hook_") else stored == {}
+    assert taken.next_due_in_ms == 0  # more are due now
+    deleted = keys.delivery_id(messages[0].id, gone_id)
+    await redis.delete(keys.delivery(deleted))
+    rest = await store.claim(free=100, per_endpoint=100, busy={}, claim_ms=60_000)
+    ids = {d.id for _, _, batch in rest.batches for d in batch}
+    assert len(ids) == 3 * 4 + 1 - 4 - 1 and deleted not in ids  # all but those claimed and the deleted
+    assert await redis.zscore(keys.due(gone_id), deleted) is None
+    nothing = await store.claim(free=100, per_endpoint=100, busy={}, claim_ms=60_000)
+    assert nothing.batches == [] and 50_000 < (nothing.next_due_in_ms or 0) <= 60_000
