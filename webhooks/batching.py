@@ -1,83 +1,90 @@
-"""Many calls of one Lua script in one round trip: the dispatcher's writes, batched (issue 15).
+"""Many calls of Lua script bodies in one round trip: the dispatcher's writes, batched (issue 15).
 
-:func:`many` turns a script body written for one call (it reads ``KEYS`` and ``ARGV``) into a
-script that runs it once per call, each call seeing only its own slice of keys and arguments, all
-in one atomic step with one ``now``. :class:`Batch` gathers the calls that many tasks make in the
-same event-loop tick and sends them as one such script: at a dispatcher's load, one round trip
-records the outcomes of every attempt that ended meanwhile, instead of one each.
+A :class:`ManyScript` turns script bodies written for one call each (a body reads ``KEYS`` and
+``ARGV`` and returns a value) into one script that runs a list of calls in order, each call naming
+its body and seeing only its own slice of keys and arguments, all in one atomic step with one
+``now``. A fan-out saves its messages, creates every delivery and acknowledges its outbox entries in
+one call; :class:`Batch` gathers the calls many tasks make in the same event-loop tick (the
+outcomes of every attempt that ended meanwhile) into one round trip.
 
-The batched script's ARGV: 1 the number of calls c, then for each call its key count and argument
-count, then every call's arguments in order; KEYS are every call's keys in order. It returns the
-list of the calls' results. A body's own helpers that read ARGV must take it as a parameter (see
-``webhooks.alerts.EMIT``), since inside a call ``ARGV`` is the call's slice.
+The script's ARGV: 1 the number of calls c, then per call its body's index and its key and argument
+counts, then every call's arguments in order; KEYS are every call's keys in order. It returns the
+list of the calls' results. An error in one call aborts the script there (writes made before it
+stay, as with any script): the calls after it do not run. A body's helpers that read ARGV must take
+it as a parameter (see ``webhooks.alerts.EMIT``): inside a call ``ARGV`` is the call's slice.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 
-Call = tuple[Sequence[str], Sequence[str | int | bytes]]
+Arg = str | int | bytes
+# One call: the name of its body, its keys, its arguments.
+Call = tuple[str, Sequence[str], Sequence[Arg]]
 
-
-def many(prelude: str, body: str) -> str:
-    """A script running `body` once per call (see the module docstring); `prelude` runs once."""
-    return (
-        prelude
-        + "\nlocal function one(KEYS, ARGV)\n"
-        + body
-        + """
-end
+_DRIVER = """
 local calls = tonumber(ARGV[1])
-local kpos, apos = 1, 2 + 2 * calls
+local kpos, apos = 1, 2 + 3 * calls
 local results = {}
 for c = 1, calls do
-  local nk, na = tonumber(ARGV[2 * c]), tonumber(ARGV[2 * c + 1])
+  local which, nk, na = tonumber(ARGV[3 * c - 1]), tonumber(ARGV[3 * c]), tonumber(ARGV[3 * c + 1])
   local k, a = {}, {}
   for i = 1, nk do k[i] = KEYS[kpos + i - 1] end
   for i = 1, na do a[i] = ARGV[apos + i - 1] end
   kpos, apos = kpos + nk, apos + na
-  results[c] = one(k, a)
+  results[c] = bodies[which](k, a)
 end
 return results
 """
-    )
 
 
-def pack(calls: Sequence[Call]) -> tuple[list[str], list[str | int | bytes]]:
-    """KEYS and ARGV of a :func:`many` script running `calls`."""
-    keys: list[str] = []
-    counts: list[str | int | bytes] = [len(calls)]
-    args: list[str | int | bytes] = []
-    for call_keys, call_args in calls:
-        keys.extend(call_keys)
-        args.extend(call_args)
-        counts += [len(call_keys), len(call_args)]
-    return keys, [*counts, *args]
+class ManyScript:
+    """Script bodies by name, run as a list of calls (see the module docstring); `prelude` runs once."""
+
+    def __init__(self, prelude: str, bodies: Mapping[str, str]) -> None:
+        self.names = list(bodies)
+        functions = "".join(
+            f"\nbodies[{n}] = function(KEYS, ARGV)\n{body}\nend\n"
+            for n, body in enumerate(bodies.values(), 1)
+        )
+        self.source = prelude + "\nlocal bodies = {}\n" + functions + _DRIVER
+
+    def pack(self, calls: Sequence[Call]) -> tuple[list[str], list[Arg]]:
+        """KEYS and ARGV running `calls`; ValueError for a body this script does not have."""
+        keys: list[str] = []
+        head: list[Arg] = [len(calls)]
+        args: list[Arg] = []
+        for name, call_keys, call_args in calls:
+            keys.extend(call_keys)
+            args.extend(call_args)
+            head += [self.names.index(name) + 1, len(call_keys), len(call_args)]
+        return keys, [*head, *args]
 
 
 class Batch:
-    """Calls of one :func:`many` script from many tasks, sent together once per event-loop tick.
+    """Calls of one body of a :class:`ManyScript` from many tasks, sent together once per tick.
 
-    ``await batch(keys, args)`` returns that call's result. A call that fails in Redis fails every
-    call of its round trip (a script error aborts the whole script; writes made before it stay, as
-    for one call), so each caller's own retry handling applies unchanged.
+    ``await batch(keys, args)`` returns that call's result. An error fails every call of its round
+    trip (the script stopped at the failing call), so each caller's own retry handling applies.
     """
 
-    def __init__(self, redis: Redis, script: str, *, max_calls: int = 200) -> None:
-        self._script = redis.register_script(script)
+    def __init__(self, redis: Redis, script: ManyScript, body: str, *, max_calls: int = 200) -> None:
+        self._many = script
+        self._script = redis.register_script(script.source)
+        self._body = body
         self._max = max_calls
         self._queue: list[tuple[Call, asyncio.Future[Any]]] = []
         self._flushing: asyncio.Task[None] | None = None
 
-    async def __call__(self, keys: Sequence[str], args: Sequence[str | int | bytes]) -> Any:
+    async def __call__(self, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """Run one call in the next round trip; its result, or the round trip's error."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(((keys, args), future))
+        self._queue.append(((self._body, keys, args), future))
         if self._flushing is None or self._flushing.done():
             self._flushing = loop.create_task(self._flush())
         return await future
@@ -88,7 +95,7 @@ class Batch:
             await asyncio.sleep(0)  # the calls made in this tick join the first
             while self._queue:
                 batch, self._queue = self._queue[: self._max], self._queue[self._max :]
-                keys, args = pack([call for call, _ in batch])
+                keys, args = self._many.pack([call for call, _ in batch])
                 try:
                     results = await self._script(keys=keys, args=args)
                 except Exception as exc:  # each caller decides what the error means

@@ -6,12 +6,13 @@ import json
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
 from webhooks import keys, scripts
 from webhooks.alerts import EVENT_LOG_MAX, Alert
-from webhooks.batching import Batch, Call, pack
+from webhooks.batching import Arg, Batch, Call
 from webhooks.catalog import EventType
 from webhooks.delivery_reads import DeliveryReads
 from webhooks.delivery_units import Delivery, Message, Recorded, message_of, test_message
@@ -80,8 +81,8 @@ class DeliveryStore(DeliveryReads):
         self.delivered_ttl_ms = delivered_ttl_ms
         # How long a lane's head waits for an earlier message of its subject to be fanned out.
         self.lane_gap_ms = lane_gap_ms
-        self._schedule = redis.register_script(scripts.SCHEDULE)
-        self._record = Batch(redis, scripts.RECORD)
+        self._fan_out = redis.register_script(scripts.FAN_OUT.source)
+        self._record = Batch(redis, scripts.RECORD, "record")
         self._requeue = redis.register_script(scripts.REQUEUE)
         self._postpone = redis.register_script(scripts.POSTPONE)
         self._release = redis.register_script(scripts.RELEASE)
@@ -90,23 +91,33 @@ class DeliveryStore(DeliveryReads):
         assert due_prefix == keys.endpoint(""), "CLAIM builds both keys from one prefix"
         self._claim_layout = [due_prefix, due_suffix, keys.delivery(""), keys.message("")]
 
+    async def write(self, calls: Sequence[Call]) -> list[Any]:
+        """Run calls of ``scripts.FAN_OUT`` (from :meth:`save_calls`, :meth:`schedule_calls`,
+        :meth:`ack_call`) in order, in one step; their results."""
+        if not calls:
+            return []
+        batch_keys, batch_args = scripts.FAN_OUT.pack(calls)
+        return list(await self._fan_out(keys=batch_keys, args=batch_args))
+
+    def save_calls(self, messages: Sequence[Message]) -> list[Call]:
+        """Keep message bodies for as long as a failed delivery of them may be retried."""
+        return [
+            (
+                "save",
+                [keys.message(m.id)],
+                [m.type, m.tenant, m.subject, m.body, m.created_ms, self.failed_ttl_ms],
+            )
+            for m in messages
+        ]
+
+    @staticmethod
+    def ack_call(group: str, entry_ids: Sequence[bytes | str]) -> list[Call]:
+        """Acknowledge outbox entries (after the calls that wrote what they made)."""
+        return [("ack", [OUTBOX_STREAM], [group, *entry_ids])] if entry_ids else []
+
     async def save_messages(self, messages: Sequence[Message]) -> None:
         """Keep message bodies for as long as a failed delivery of them may be retried."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for m in messages:
-                key = keys.message(m.id)
-                pipe.hset(
-                    key,
-                    mapping={
-                        "type": m.type,
-                        "tenant": m.tenant,
-                        "subject": m.subject,
-                        "body": m.body,
-                        "created": m.created_ms,
-                    },
-                )
-                pipe.pexpire(key, self.failed_ttl_ms)
-            await pipe.execute()
+        await self.write(self.save_calls(messages))
 
     async def schedule(
         self,
@@ -118,14 +129,28 @@ class DeliveryStore(DeliveryReads):
         ordered: Collection[str] = (),
         sequences: Mapping[str, tuple[str, int]] | None = None,
     ) -> int:
+        """Create deliveries (see :meth:`schedule_calls`); return how many were created."""
+        calls = self.schedule_calls(
+            entries, delay_ms=delay_ms, status=status, note=note, ordered=ordered, sequences=sequences
+        )
+        return sum(int(r) for r in await self.write(calls))
+
+    def schedule_calls(
+        self,
+        entries: Sequence[tuple[str, str, int, str, str]],
+        *,
+        delay_ms: int = 0,
+        status: DeliveryStatus = S.pending,
+        note: str = "",
+        ordered: Collection[str] = (),
+        sequences: Mapping[str, tuple[str, int]] | None = None,
+    ) -> list[Call]:
         """Create deliveries (message id, endpoint id, created ms, tenant, url), due `delay_ms` from
-        Redis's now; existing ones stay. Returns how many were created.
+        Redis's now; existing ones stay (each call's result: 1 if created).
 
         For the endpoints in `ordered`, a message with an entry in `sequences` (message id ->
         (subject, sequence)) joins that subject's lane instead (``webhooks.lanes``).
         """
-        if not entries:
-            return 0
         calls: list[Call] = []
         for msg_id, ep_id, created_ms, tenant, url in entries:
             dlv = keys.delivery_id(msg_id, ep_id)
@@ -143,7 +168,7 @@ class DeliveryStore(DeliveryReads):
                 active,
                 fan,
             ]
-            call_args: list[str | int | bytes] = [
+            call_args: list[Arg] = [
                 dlv,
                 msg_id,
                 ep_id,
@@ -158,12 +183,8 @@ class DeliveryStore(DeliveryReads):
                 seq,
                 self.lane_gap_ms,
             ]
-            calls.append((call_keys, call_args))
-        # One script call for the whole batch (issue 15: a pipeline of scripts costs a SCRIPT
-        # EXISTS round trip on top, and one script per delivery).
-        batch_keys, batch_args = pack(calls)
-        results = await self._schedule(keys=batch_keys, args=batch_args)
-        return sum(int(r) for r in results)
+            calls.append(("schedule", call_keys, call_args))
+        return calls
 
     async def claim(
         self, *, free: int, per_endpoint: int, busy: Mapping[str, int], claim_ms: int, scan: int = 1000

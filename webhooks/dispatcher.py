@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -208,6 +209,7 @@ class Dispatcher:
         # own unacknowledged entries ("0"), rather than leave them for the idle reclaim (30 s).
         own = self._recheck_own
         try:
+            started = time.monotonic()
             reply = await self.redis.xreadgroup(
                 self.settings.group,
                 self.consumer,
@@ -215,11 +217,19 @@ class Dispatcher:
                 count=self.settings.outbox_batch,
                 block=None if own else 1000,
             )
+            waited = time.monotonic() - started
             entries = [e for _stream, batch in reply or [] for e in batch if e[1]]
             if entries:
                 await self.fan_out(entries)
             elif own:
                 self._recheck_own = False
+            if (
+                entries
+                and len(entries) < self.settings.outbox_batch
+                and waited < self.settings.linger_seconds
+            ):
+                # The entries were waiting already (a flow, not one event): let the next batch grow.
+                await asyncio.sleep(self.settings.linger_seconds)
         except Exception:
             self._recheck_own = True
             raise
@@ -237,8 +247,7 @@ class Dispatcher:
                 parsed.append(OutboxEntry.parse(entry_id, fields))
             except MalformedEntry as exc:
                 logger.error("outbox entry %s skipped: %s", entry_id.decode(), exc)
-        created = await self.fanout(parsed)
-        await self.redis.xack(OUTBOX_STREAM, self.settings.group, *[e[0] for e in entries])
+        created = await self.fanout(parsed, ack=(self.settings.group, [e[0] for e in entries]))
         if created:
             self._wake.set()
         return created
@@ -246,6 +255,9 @@ class Dispatcher:
     # ----- due deliveries -> attempts ----------------------------------------------------------
 
     async def _deliver_once(self) -> None:
+        if self._total >= self.settings.linger_in_flight:
+            # Busy: attempts end one by one; claiming for each alone costs a round trip each.
+            await asyncio.sleep(self.settings.linger_seconds)
         # Cleared before looking, not before sleeping: a wake-up that arrives while we look must
         # cut the next sleep short, or a fresh delivery waits for the idle poll.
         self._wake.clear()

@@ -84,20 +84,28 @@ class FanOut:
             fanned_ttl_ms=settings.failed_retention_seconds * 1000,
         )
 
-    async def __call__(self, entries: Sequence[OutboxEntry]) -> int:
-        """Record one delivery per matching endpoint of every entry; return how many were new."""
+    async def __call__(
+        self, entries: Sequence[OutboxEntry], *, ack: tuple[str, Sequence[bytes]] | None = None
+    ) -> int:
+        """Record one delivery per matching endpoint of every entry; return how many were new.
+
+        With `ack` (consumer group, entry ids) the entries are acknowledged in the same step as the
+        writes, or right after the ordered lanes are told (the lanes must hear first: an entry
+        acknowledged but not yet marked fanned out would hold its lane up to the gap after a crash).
+        Round trips: one read of every tenant's endpoints, one of the coalescing gates (progress
+        only), one write; the lanes' two only for tenants with an ordered endpoint.
+        """
         if not entries:
+            if ack is not None and ack[1]:
+                await self.deliveries.write(self.deliveries.ack_call(*ack))
             return 0
-        tenants = {e.tenant for e in entries}
-        endpoints = {t: await self.endpoints.for_tenant(t) for t in tenants}
-        pending: list[Row] = []
-        gone: list[Row] = []
-        keep: dict[str, Message] = {}
+        endpoints = await self.endpoints.for_tenants({e.tenant for e in entries})
         ordered = {ep.id for eps in endpoints.values() for ep in eps if ep.ordering == ORDER_BY_RUN}
         sequences = {e.id: (e.subject, e.sequence) for e in entries if e.sequence}
+        # (entry, endpoint id, hook url or '', whether the endpoint is gone for good)
+        candidates: list[tuple[OutboxEntry, str, str, bool]] = []
         for entry in entries:
-            message = Message(entry.id, entry.type, entry.tenant, entry.subject, entry.body, entry.created_ms)
-            for endpoint in endpoints[entry.tenant]:
+            for endpoint in endpoints.get(entry.tenant, []):
                 reason = matches(
                     endpoint,
                     event_type=entry.type,
@@ -105,47 +113,69 @@ class FanOut:
                     at_ms=entry.created_ms,
                     default_events=self.default_events,
                 )
-                if endpoint.id == entry.subject:
+                if endpoint.id == entry.subject or reason is not None:
                     continue  # an alert about an endpoint never goes to the endpoint it is about
-                if reason is not None or not await self._passes_gate(endpoint.id, entry):
-                    continue
-                row = (entry.id, endpoint.id, entry.created_ms, entry.tenant, "")
                 if endpoint.enabled or endpoint.disabled_reason == "failing":
                     # Due now; for an endpoint disabled for failing, the take parks it until the
                     # endpoint's actual next probe (``Health.park``): a heal racing this fan-out
                     # cannot leave it waiting a whole probe interval.
-                    pending.append(row)
+                    candidates.append((entry, endpoint.id, "", False))
                 else:
-                    gone.append(row)
-                keep[entry.id] = message
+                    candidates.append((entry, endpoint.id, "", True))
             hook = entry.hook
             if hook is not None and hook_wants(entry.type, hook.events, self.default_events):
-                hook_id = keys.hook_endpoint_id(entry.subject)
-                if await self._passes_gate(hook_id, entry):
-                    pending.append((entry.id, hook_id, entry.created_ms, entry.tenant, hook.url))
-                    keep[entry.id] = message
-        await self.deliveries.save_messages(list(keep.values()))
-        created = await self.deliveries.schedule(pending, ordered=ordered, sequences=sequences)
-        await self.deliveries.schedule(gone, status=DeliveryStatus.failed, note="endpoint gone (410)")
-        # Only now are these sequences fanned out everywhere: lanes waiting for them may move.
+                candidates.append((entry, keys.hook_endpoint_id(entry.subject), hook.url, False))
+        passed = await self._gates([(entry, ep_id) for entry, ep_id, _, _ in candidates])
+        pending: list[Row] = []
+        gone: list[Row] = []
+        for (entry, ep_id, url, is_gone), ok in zip(candidates, passed, strict=True):
+            if ok:
+                (gone if is_gone else pending).append((entry.id, ep_id, entry.created_ms, entry.tenant, url))
+        kept = {row[0] for row in pending} | {row[0] for row in gone}
+        messages = [
+            Message(e.id, e.type, e.tenant, e.subject, e.body, e.created_ms) for e in entries if e.id in kept
+        ]
+        # Only once these sequences are fanned out everywhere may the lanes waiting for them move.
         lanes = {
             (ep.id, e.subject)
             for e in entries
             if e.sequence
-            for ep in endpoints[e.tenant]
+            for ep in endpoints.get(e.tenant, [])
             if ep.id in ordered
         }
         # Marked only for tenants with an ordered endpoint: the others pay nothing for ordering.
         ordering_tenants = {t for t, eps in endpoints.items() if any(ep.id in ordered for ep in eps)}
         marks = [(e.subject, e.sequence) for e in entries if e.sequence and e.tenant in ordering_tenants]
-        await self.lanes.fanned_out(marks, sorted(lanes))
+        store = self.deliveries
+        calls = [
+            *store.save_calls(messages),
+            *store.schedule_calls(pending, ordered=ordered, sequences=sequences),
+            *store.schedule_calls(gone, status=DeliveryStatus.failed, note="endpoint gone (410)"),
+        ]
+        acked_with_writes = ack is not None and not marks and not lanes
+        if acked_with_writes and ack is not None:
+            calls += store.ack_call(*ack)
+        results = await store.write(calls)
+        first = len(messages)
+        created = sum(int(r) for r in results[first : first + len(pending)])  # new pending deliveries
+        if marks or lanes:
+            await self.lanes.fanned_out(marks, sorted(lanes))
+        if ack is not None and not acked_with_writes:
+            await store.write(store.ack_call(*ack))
         return created
 
-    async def _passes_gate(self, endpoint_id: str, entry: OutboxEntry) -> bool:
-        """Coalesced types (progress) go to an endpoint at most once per interval per subject."""
-        if entry.type not in self.coalesced_events:
-            return True
+    async def _gates(self, candidates: Sequence[tuple[OutboxEntry, str]]) -> list[bool]:
+        """Coalesced types (progress) go to an endpoint at most once per interval per subject: one
+        SET NX per such (entry, endpoint), all in one pipeline; other types always pass."""
+        gated = [i for i, (entry, _) in enumerate(candidates) if entry.type in self.coalesced_events]
+        passed = [True] * len(candidates)
+        if not gated:
+            return passed
         ms = int(self.settings.progress_interval_seconds * 1000)
-        return bool(
-            await self.redis.set(keys.progress_gate(endpoint_id, entry.subject), b"1", nx=True, px=ms)
-        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for i in gated:
+                entry, endpoint_id = candidates[i]
+                pipe.set(keys.progress_gate(endpoint_id, entry.subject), b"1", nx=True, px=ms)
+            for i, ok in zip(gated, await pipe.execute(), strict=True):
+                passed[i] = bool(ok)
+        return passed

@@ -8,7 +8,7 @@ disagree never take a delivery early (a duplicate) or late.
 from __future__ import annotations
 
 from webhooks import alerts
-from webhooks.batching import many
+from webhooks.batching import ManyScript
 
 # Shared (here and in webhooks.health_scripts, webhooks.lanes): Redis's time in ms as `now`;
 # `listed(ep)`; after an endpoint's due queue changed, `reindex` publishes its earliest due time.
@@ -72,10 +72,7 @@ end
 # 6 tenant, 7 url ('' = the endpoint's), 8 status ('pending' | 'failed'), 9 ttl ms for a delivery
 # created failed, 10 note, 11 lane subject ('' = unordered), 12 sequence, 13 gap ms. A pending
 # delivery with a lane joins it and waits its turn (`promote`), whatever its delay.
-# Batched (``webhooks.batching.many``): a fan-out creates all its deliveries in one call.
-SCHEDULE = many(
-    REINDEX,
-    """
+SCHEDULE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if listed(ARGV[3]) and redis.call('HEXISTS', KEYS[6], 'id') == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'msg', ARGV[2], 'ep', ARGV[3], 'status', ARGV[8], 'attempts', 0, 'base', 0,
@@ -98,8 +95,27 @@ else
   redis.call('PEXPIRE', KEYS[1], ARGV[9])
 end
 return 1
-""",
-)
+"""
+
+# Keep a message's body for as long as a failed delivery of it may be retried. KEYS: 1 message.
+# ARGV: 1 type, 2 tenant, 3 subject, 4 body, 5 created ms, 6 ttl ms.
+SAVE_MESSAGE = """
+redis.call('HSET', KEYS[1], 'type', ARGV[1], 'tenant', ARGV[2], 'subject', ARGV[3], 'body', ARGV[4],
+  'created', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return 1
+"""
+
+# Acknowledge outbox entries once everything they made is written. KEYS: 1 stream. ARGV: 1 group,
+# then the entry ids.
+ACK = """
+return redis.call('XACK', KEYS[1], unpack(ARGV))
+"""
+
+# A fan-out's writes in one step (issue 15): its messages, every delivery, then the acknowledgement
+# of its outbox entries, as calls in that order (``webhooks.batching``): a failure stops before the
+# acknowledgement, and the fan-out repeated creates nothing twice.
+FAN_OUT = ManyScript(REINDEX, {"save": SAVE_MESSAGE, "schedule": SCHEDULE, "ack": ACK})
 
 # Claim due deliveries across endpoints in one step, with everything an attempt needs: the batched
 # dispatcher's one round trip per loop (issue 15; before: a DUE, then per endpoint a TAKE, a read of
@@ -165,10 +181,7 @@ return out
 # the streak that heal ended: it starts no new one, and a last attempt of it is replayed, not failed.
 # Returns {0} if the delivery is gone or the fence does not hold, else {1, failing_since or '', now,
 # '1' if a success came while the endpoint was disabled for failing (the caller heals it)}.
-# Batched (``webhooks.batching.many``): one script call records every attempt that ended in a tick.
-RECORD = many(
-    REINDEX + alerts.EMIT,
-    """
+RECORD_BODY = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
 if ARGV[10] ~= '' and redis.call('ZSCORE', KEYS[3], ARGV[1]) ~= ARGV[10] then return {0} end
 redis.call('RPUSH', KEYS[2], ARGV[3])
@@ -246,8 +259,9 @@ for _ = 1, tonumber(ARGV[14]) do
 end
 reindex(KEYS[3], KEYS[4], ARGV[7])
 return {1, since, now, heal}
-""",
-)
+"""
+# Batched (``webhooks.batching.Batch``): one script call records every attempt that ended in a tick.
+RECORD = ManyScript(REINDEX + alerts.EMIT, {"record": RECORD_BODY})
 
 # Send a delivery again now, with a fresh retry schedule. KEYS: 1 delivery, 2 log, 3 due queue,
 # 4 due index, 5 listing pending, 6 listing succeeded, 7 listing failed, 8 (unused), 9 (unused),

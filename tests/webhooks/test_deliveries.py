@@ -146,3 +146,16 @@ async def test_one_claim_takes_from_every_due_endpoint_within_its_free_slots(red
     assert await redis.zscore(keys.due(gone_id), deleted) is None
     nothing = await store.claim(free=100, per_endpoint=100, busy={}, claim_ms=60_000)
     assert nothing.batches == [] and 50_000 < (nothing.next_due_in_ms or 0) <= 60_000
+
+
+async def test_a_parsed_endpoint_is_reused_only_for_the_same_stored_bytes(redis: Redis) -> None:
+    # Issue 15: endpoints are parsed once per stored version, not once per claim; a change is seen
+    # by the very next read.
+    store = EndpointStore(redis)
+    ep_id, _ = await endpoint(redis, "http://127.0.0.1:9/old")
+    first, again = await store.get(ep_id), await store.get(ep_id)
+    assert first is again
+    await store.update(ep_id, tenant="a", changes={"url": "http://127.0.0.1:9/new", "enabled": False})
+    changed = await store.get(ep_id)
+    assert changed is not first and changed.url == "http://127.0.0.1:9/new" and not changed.enabled
+    assert (await store.for_tenant("a"))[0] is changed

@@ -7,10 +7,11 @@ import time
 
 import svix.webhooks as svix_webhooks
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from tests.deadlines import wait_for
 from tests.receiver import Receiver
-from tests.webhooks.helpers import endpoint, publish, running_dispatcher
+from tests.webhooks.helpers import DEFAULT_EVENTS, FAST, endpoint, publish, running_dispatcher
 from webhooks import keys
 from webhooks.dispatcher import Dispatcher
 from webhooks.endpoints import EndpointStore
@@ -121,3 +122,30 @@ async def test_a_malformed_entry_is_acknowledged_and_skipped(
 
     await wait_for(all_acknowledged)
     assert receiver.ids() == [good]
+
+
+async def test_an_entry_is_acknowledged_only_with_the_deliveries_it_made(redis: Redis) -> None:
+    # Issue 15: a fan-out's writes and its acknowledgement are one step. When a write fails, the
+    # entry stays pending (it is fanned out again later), and nothing is made twice.
+    good_id, _ = await endpoint(redis, "http://127.0.0.1:9/good")
+    other_id, _ = await endpoint(redis, "http://127.0.0.1:9/other")
+    msg_id = await publish(redis, type_="execution.success")
+    await redis.set(keys.message(msg_id), "not a hash")  # saving the message body fails
+    dispatcher = Dispatcher(FAST, redis, default_events=DEFAULT_EVENTS)
+    await redis.xgroup_create(OUTBOX_STREAM, FAST.group, id="0", mkstream=True)
+    reply = await redis.xreadgroup(FAST.group, "c1", {OUTBOX_STREAM: ">"}, count=10)
+    entries = reply[0][1]
+    try:
+        await dispatcher.fan_out(entries)
+    except ResponseError:
+        pass
+    else:
+        raise AssertionError("the failing write was not reported")
+    assert (await redis.xpending(OUTBOX_STREAM, FAST.group))["pending"] == 1
+    assert await redis.zcard(keys.listing(good_id)) == 0
+    await redis.delete(keys.message(msg_id))
+    assert await dispatcher.fan_out(entries) == 2
+    assert (await redis.xpending(OUTBOX_STREAM, FAST.group))["pending"] == 0
+    assert await dispatcher.fan_out(entries) == 0  # a repeat (a reclaimed entry) makes nothing twice
+    for ep_id in (good_id, other_id):
+        assert await redis.zcard(keys.listing(ep_id)) == 1
