@@ -9,6 +9,7 @@ import json
 from datetime import datetime
 
 from orchestrator.models import TERMINAL_STATUSES, ExecutionStatus
+from webhooks import compression
 from webhooks.models import format_timestamp
 
 PREFIX = "execution."
@@ -25,6 +26,27 @@ RUN_WEBHOOK_EVENTS = (*STATUS_EVENTS, PROGRESS)
 ALL_EVENTS = (*STATUS_EVENTS, PROGRESS, TEST)
 # Sent at most once per interval per run and endpoint (webhooks.fanout coalesces them).
 COALESCED_EVENTS = (PROGRESS,)
+
+
+# How runs' snapshots, event log entries and webhook bodies are stored (``webhooks.compression``):
+# deflate with this preset dictionary, the usual JSON of an execution event. Part of the stored
+# format: never edit it (tests/test_events.py pins it); a better one is registered under a new name.
+CODEC = "ex1"
+CODEC_DICTIONARY = (
+    b'"execution.running""execution.failed""execution.cancelled""execution.success""running""failed"'
+    b'"cancelled""success","error":{"code":"","message":"","details":{}},"output":{"'
+    b'{"id":"msg_","sequence":1,"type":"execution.progress","timestamp":"2026-01-01T00:00:00.000Z",'
+    b'"data":{"id":"exec_","flowId":"","status":"queued","createdAt":"2026-01-01T00:00:00.000Z",'
+    b'"startedAt":null,"completedAt":null,"duration":null,"output":null,"metrics":{"tokensUsed":0,'
+    b'"cost":0.0,"stepsRun":0,"stepsTotal":null,"lastStep":null},"traceId":"","metadata":{},'
+    b'"error":null,"attempt":1,"sequence":1}}'
+)
+compression.register(CODEC, CODEC_DICTIONARY)
+
+
+def pack(text: str) -> str | bytes:
+    """`text` as runs store it (packed with CODEC when long enough; see ``webhooks.compression``)."""
+    return compression.pack(text, CODEC)
 
 
 def status_event(status: ExecutionStatus) -> str:

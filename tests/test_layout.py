@@ -14,6 +14,7 @@ FACE = (
     "webhooks.api.inputs",
     "webhooks.api.routes",
     "webhooks.catalog",
+    "webhooks.compression",
     "webhooks.errors",
     "webhooks.ids",
     "webhooks.metrics",

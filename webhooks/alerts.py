@@ -82,7 +82,7 @@ class Alert:
     body: str  # the wire body {type, timestamp, data}
     entry: str  # the event log's JSON {id, type, timestamp, data}
 
-    def args(self) -> list[str]:
+    def args(self) -> list[str | bytes]:
         """The alert's ARGV for EMIT: log member ("{id} {entry}": newest-first by id), n, fields."""
         fields = OutboxEntry(
             id=self.id, type=self.type, tenant=self.tenant, subject=self.endpoint_id, flow="", body=self.body

@@ -16,6 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from webhooks.alerts import MESSAGE_EXHAUSTED, MESSAGE_FAILING, MESSAGE_RECOVERED, Alert, alert, message_data
+from webhooks.compression import text
 from webhooks.deliveries import DeliveryStore
 from webhooks.delivery_units import Delivery, Recorded
 from webhooks.endpoints import EndpointStore
@@ -84,7 +85,7 @@ class Attempts:
         result = await self.sender.send(
             url,
             message_id=message.id,
-            body=message.body,
+            body=text(message.body),
             secrets=secrets,
             headers=endpoint.headers if endpoint is not None and not dlv.url else None,
         )

@@ -41,10 +41,15 @@ def _pairs(flat: Sequence[bytes]) -> dict[bytes, bytes]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
+def _message(stored: bytes | list[bytes]) -> bytes | dict[bytes, bytes]:
+    """A message as CLAIM returns it: its stored string, or a flat hash (stored before that form)."""
+    return _pairs(stored) if isinstance(stored, list) else stored
+
+
 def _delivery(
     dlv_id: str,
     raw: dict[bytes, bytes],
-    raw_message: dict[bytes, bytes],
+    raw_message: bytes | dict[bytes, bytes],
     claimed_until: int,
     now_ms: int,
     taken_mono: float,
@@ -101,14 +106,7 @@ class DeliveryStore(DeliveryReads):
 
     def save_calls(self, messages: Sequence[Message]) -> list[Call]:
         """Keep message bodies for as long as a failed delivery of them may be retried."""
-        return [
-            (
-                "save",
-                [keys.message(m.id)],
-                [m.type, m.tenant, m.subject, m.body, m.created_ms, self.failed_ttl_ms],
-            )
-            for m in messages
-        ]
+        return [("save", [keys.message(m.id)], [m.record(), self.failed_ttl_ms]) for m in messages]
 
     @staticmethod
     def ack_call(group: str, entry_ids: Sequence[bytes | str]) -> list[Call]:
@@ -202,7 +200,7 @@ class DeliveryStore(DeliveryReads):
         batches: list[tuple[str, dict[bytes, bytes], list[Delivery]]] = []
         for raw_ep, flat_endpoint, *rows in reply[3:]:
             taken = [
-                _delivery(i.decode(), _pairs(row), _pairs(msg), until_ms, now_ms, taken_mono)
+                _delivery(i.decode(), _pairs(row), _message(msg), until_ms, now_ms, taken_mono)
                 for i, row, msg in rows
             ]
             batches.append((raw_ep.decode(), _pairs(flat_endpoint), taken))

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from webhooks import keys
+from webhooks.delivery_units import message_of
 from webhooks.ids import id_floor
 from webhooks.models import Attempt, DeliveryOut, DeliveryStatus, format_timestamp, from_ms
 
@@ -69,12 +70,13 @@ class DeliveryReads:
                 dlv = keys.delivery_id(msg_id, endpoint_id)
                 pipe.hgetall(keys.delivery(dlv))
                 pipe.lrange(keys.delivery_log(dlv), 0, -1)
-                pipe.hmget(keys.message(msg_id), ("type", "subject"))
-            rows = await pipe.execute()
+                pipe.get(keys.message(msg_id))
+            rows = await pipe.execute(raise_on_error=False)
         out: list[DeliveryOut] = []
         gone: list[str] = []
         for i, msg_id in enumerate(ids):
-            raw, log, (etype, subject) = rows[3 * i], rows[3 * i + 1], rows[3 * i + 2]
+            raw, log = rows[3 * i], rows[3 * i + 1]
+            etype, subject = await self._message_head(msg_id, rows[3 * i + 2])
             if not raw:
                 gone.append(msg_id)
                 continue
@@ -83,8 +85,8 @@ class DeliveryReads:
             out.append(
                 DeliveryOut(
                     id=msg_id,
-                    event_type=etype.decode() if etype else "",
-                    run_id=subject.decode() if subject else None,
+                    event_type=etype,
+                    run_id=subject or None,
                     status=S(d["status"]),
                     created_at=from_ms(int(d["created"])),
                     next_attempt_at=from_ms(int(nxt)) if nxt and d["status"] == "pending" else None,
@@ -114,3 +116,12 @@ class DeliveryReads:
                 pipe.zremrangebyscore(keys.failed_at(endpoint_id), "-inf", f"({older_than_ms}")
                 removed += sum(await pipe.execute())
         return removed
+
+    async def _message_head(self, message_id: str, stored: object) -> tuple[str, str]:
+        """A message's (type, subject) from its stored string ('' each if it expired); one stored as
+        a hash before that form (issue 15) answers GET with an error and is read by its fields."""
+        if isinstance(stored, Exception):
+            etype, subject = await self.redis.hmget(keys.message(message_id), ("type", "subject"))
+            return (etype or b"").decode(), (subject or b"").decode()
+        message = message_of(message_id, stored if isinstance(stored, bytes) else None)
+        return (message.type, message.subject) if message is not None else ("", "")

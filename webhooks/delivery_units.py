@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from webhooks.compression import packed
 from webhooks.ids import new_id
 from webhooks.models import DeliveryStatus, Endpoint, format_timestamp, from_ms
 
@@ -20,8 +21,14 @@ class Message:
     type: str
     tenant: str
     subject: str
-    body: str
+    body: str | bytes  # text, or packed (``webhooks.compression.text`` gives the wire text)
     created_ms: int
+
+    def record(self) -> bytes:
+        """The stored form (one string, see :func:`message_of`): a JSON header line, then the body."""
+        head = json.dumps([self.type, self.tenant, self.subject, self.created_ms], separators=(",", ":"))
+        body = self.body.encode() if isinstance(self.body, str) else self.body
+        return head.encode() + b"\n" + body
 
 
 @dataclass(frozen=True)
@@ -69,12 +76,23 @@ class Delivery:
 TEST_EVENT = "webhook.test"
 
 
-def message_of(message_id: str, raw: dict[bytes, bytes]) -> Message | None:
-    """The message stored under `message_id` (its hash as HGETALL returns it), or None if it expired."""
+def message_of(message_id: str, raw: bytes | dict[bytes, bytes] | None) -> Message | None:
+    """The message stored under `message_id` (:meth:`Message.record`'s string, or the hash of
+    fields stored before it, as HGETALL returns it), or None if it expired."""
     if not raw:
         return None
-    d = {k.decode(): v.decode() for k, v in raw.items()}
-    return Message(message_id, d["type"], d["tenant"], d["subject"], d["body"], int(d["created"]))
+    if isinstance(raw, dict):  # stored before the one-string form (issue 15)
+        d = {k.decode(): v for k, v in raw.items()}
+        body: str | bytes = d["body"] if packed(d["body"]) else d["body"].decode()
+        created = int(d["created"])
+        return Message(
+            message_id, d["type"].decode(), d["tenant"].decode(), d["subject"].decode(), body, created
+        )
+    head, _, stored = raw.partition(b"\n")
+    event_type, tenant, subject, created_ms = json.loads(head)
+    return Message(
+        message_id, event_type, tenant, subject, stored if packed(stored) else stored.decode(), created_ms
+    )
 
 
 def test_message(endpoint: Endpoint, *, now_ms: int, note: str) -> Message:

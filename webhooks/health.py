@@ -18,6 +18,7 @@ import logging
 from redis.asyncio import Redis
 
 from webhooks import keys
+from webhooks.compression import text
 from webhooks.deliveries import DeliveryStore
 from webhooks.delivery_units import Delivery, Recorded, test_message
 from webhooks.endpoints import EndpointStore
@@ -97,7 +98,7 @@ class Health:
             result = await self.sender.send(
                 endpoint.url,
                 message_id=message.id,
-                body=message.body,
+                body=text(message.body),
                 secrets=endpoint.signing_secrets(now),
                 headers=endpoint.headers,
             )

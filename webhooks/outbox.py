@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from webhooks.compression import packed
+
 OUTBOX_STREAM = "wh:outbox"
 
 
@@ -42,6 +44,15 @@ class Hook:
             raise MalformedEntry(f"hook is not a webhook object: {exc}") from None
 
 
+def _body(value: object, entry_id: bytes | str) -> str | bytes:
+    """An entry's body: packed bytes stay packed, anything else is text."""
+    if value is None:
+        raise MalformedEntry(f"outbox entry {entry_id!r} has no 'body'")
+    if isinstance(value, bytes):
+        return value if packed(value) else value.decode()
+    return str(value)
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
     """One message to fan out.
@@ -49,7 +60,8 @@ class OutboxEntry:
     Fields: ``id`` (``msg_…``, the ``webhook-id`` of every attempt), ``type`` (event type),
     ``tenant`` (only this tenant's endpoints may receive it), ``subject`` (what it is about; for
     executions the run id), ``flow`` (the value endpoints filter on with ``flowIds``; may be empty),
-    ``body`` (the exact JSON sent on the wire), ``hook`` (a one-subject webhook, or None),
+    ``body`` (the exact JSON sent on the wire, as text, or packed by ``webhooks.compression``: kept
+    packed until an attempt sends it), ``hook`` (a one-subject webhook, or None),
     ``sequence`` (the message's place among its subject's, 1, 2, 3... with no gap, in commit order;
     0 for none: what ordered endpoints order by, ``webhooks.lanes``), and ``created_ms`` (when it
     was appended: the stream entry's time, not a field).
@@ -60,14 +72,14 @@ class OutboxEntry:
     tenant: str
     subject: str
     flow: str
-    body: str
+    body: str | bytes
     hook: Hook | None = None
     sequence: int = 0
     created_ms: int = 0
 
-    def to_fields(self) -> list[str]:
+    def to_fields(self) -> list[str | bytes]:
         """Field/value pairs in XADD order (the producer's side; `created_ms` is the stream's)."""
-        fields = [
+        fields: list[str | bytes] = [
             "id",
             self.id,
             "type",
@@ -111,7 +123,7 @@ class OutboxEntry:
             tenant=get("tenant"),
             subject=get("subject"),
             flow=get("flow", required=False),
-            body=get("body"),
+            body=_body(text.get("body"), entry_id),
             hook=Hook.from_json(hook) if hook else None,
             sequence=int(seq) if seq else 0,
             created_ms=int(raw_id.split("-")[0]),

@@ -75,12 +75,14 @@ end
 SCHEDULE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if listed(ARGV[3]) and redis.call('HEXISTS', KEYS[6], 'id') == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'msg', ARGV[2], 'ep', ARGV[3], 'status', ARGV[8], 'attempts', 0, 'base', 0,
-  'created', ARGV[4], 'tenant', ARGV[6], 'url', ARGV[7], 'note', ARGV[10])
+-- listed first: a listing entry without its row is dropped by the reads; a row without its queue
+-- entry would never be sent (the fan-out repeated finds the row and skips it)
 if listed(ARGV[3]) then
   redis.call('ZADD', KEYS[4], 0, ARGV[2])
   redis.call('ZADD', KEYS[5], 0, ARGV[2])
 end
+redis.call('HSET', KEYS[1], 'msg', ARGV[2], 'ep', ARGV[3], 'status', ARGV[8], 'attempts', 0, 'base', 0,
+  'created', ARGV[4], 'tenant', ARGV[6], 'url', ARGV[7], 'note', ARGV[10])
 if ARGV[8] == 'pending' and ARGV[11] ~= '' then
   redis.call('HSET', KEYS[1], 'lane', ARGV[11], 'seq', ARGV[12], 'next', '')
   redis.call('ZADD', KEYS[7], tonumber(ARGV[12]), ARGV[1])
@@ -97,12 +99,10 @@ end
 return 1
 """
 
-# Keep a message's body for as long as a failed delivery of it may be retried. KEYS: 1 message.
-# ARGV: 1 type, 2 tenant, 3 subject, 4 body, 5 created ms, 6 ttl ms.
+# Keep a message for as long as a failed delivery of it may be retried. KEYS: 1 message.
+# ARGV: 1 its stored form (``Message.record``: one string, so Redis keeps it compact), 2 ttl ms.
 SAVE_MESSAGE = """
-redis.call('HSET', KEYS[1], 'type', ARGV[1], 'tenant', ARGV[2], 'subject', ARGV[3], 'body', ARGV[4],
-  'created', ARGV[5])
-redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
@@ -126,7 +126,8 @@ FAN_OUT = ManyScript(REINDEX, {"save": SAVE_MESSAGE, "schedule": SCHEDULE, "ack"
 # with attempts in flight. The rows' keys are known only once claimed, so they are built here: fine
 # on one Redis or a Sentinel group (the supported deployments), not on Redis Cluster.
 # Returns {now, claimed until, the earliest due time left or -1, then per endpoint with claims:
-# {endpoint id, its hash (empty for one-subject hooks), {delivery id, row, message} ...}}.
+# {endpoint id, its hash (empty for one-subject hooks), {delivery id, row, message} ...}}; a message
+# is its stored string ('' if expired), or the flat hash of one stored before that form.
 CLAIM = (
     REINDEX
     + """
@@ -148,7 +149,13 @@ if total > 0 then
           redis.call('ZREM', due_key, id)  -- the row is gone (its endpoint was deleted)
         else
           redis.call('ZADD', due_key, until_ms, id)
-          local message = redis.call('HGETALL', msg_prefix .. string.match(id, '^[^:]+'))
+          local msg_key = msg_prefix .. string.match(id, '^[^:]+')
+          local message  -- one string; a hash if stored before (issue 15)
+          if redis.call('TYPE', msg_key).ok == 'hash' then
+            message = redis.call('HGETALL', msg_key)
+          else
+            message = redis.call('GET', msg_key) or ''
+          end
           table.insert(batch, {id, row, message})
           total = total - 1
         end

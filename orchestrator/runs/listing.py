@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 
 from orchestrator.models import Execution, ExecutionStatus
 from orchestrator.runs import keys
+from webhooks.compression import expand
 
 
 async def tenant_flows(redis: Redis) -> dict[str, list[str]]:
@@ -56,7 +57,7 @@ async def page(
             if body is None:
                 gone.append(rid)  # expired by retention; the index entry goes with it
             elif status is None or current.decode() == status.value:
-                found.append(Execution[Any].model_validate_json(body))
+                found.append(Execution[Any].model_validate_json(expand(body)))
         if gone:
             await redis.zrem(index, *gone)
         upper = f"({ids[-1].decode()}"

@@ -23,6 +23,7 @@ from orchestrator.runs.leases import Leases
 from orchestrator.runs.plans import next_attempt_plan, queued_plan, terminal_plan
 from orchestrator.runs.states import advance
 from orchestrator.runs.transition import COMMITTED, LEASE_RENEWED, Deadline, Plan, Transitions, log_commit
+from webhooks.compression import expand
 from webhooks.outbox import Hook
 
 S = ExecutionStatus
@@ -78,14 +79,14 @@ def parse_stored(raw: Sequence[bytes | None]) -> Stored | None:
     """A Stored from the values of STORED_FIELDS (HMGET), or None when the run does not exist."""
     if raw[0] is None or raw[1] is None:
         return None
-    text = [v.decode() if v is not None else None for v in raw]
+    text = [v.decode() if v is not None else None for v in raw[1:]]
     return Stored(
-        run=Execution[Any].model_validate_json(raw[0]),
-        tenant=text[1] or "",
-        input_json=text[2],
-        partial_json=text[3],
-        webhook_json=text[4],
-        handbacks=int(text[5] or 0),
+        run=Execution[Any].model_validate_json(expand(raw[0])),
+        tenant=text[0] or "",
+        input_json=text[1],
+        partial_json=text[2],
+        webhook_json=text[3],
+        handbacks=int(text[4] or 0),
     )
 
 
@@ -149,7 +150,7 @@ class RunStore:
         body, owner, status = await self.redis.hmget(keys.run(run_id), ("json", "tenant", "status"))
         if body is None or owner is None or owner.decode() != tenant:
             raise RunNotFound(f"no execution {run_id}")
-        return bytes(body), ExecutionStatus(status.decode())
+        return expand(body), ExecutionStatus(status.decode())
 
     async def events(
         self, run_id: str, *, tenant: str, after: int = 0
@@ -161,7 +162,7 @@ class RunStore:
         if owner is None or owner.decode() != tenant:
             raise RunNotFound(f"no execution {run_id}")
         entries = await self.redis.lrange(keys.run_events(run_id), after, -1)
-        return [bytes(e) for e in entries], ExecutionStatus(status.decode())
+        return [expand(e) for e in entries], ExecutionStatus(status.decode())
 
     # ----- committing ----------------------------------------------------------------------------
 

@@ -114,8 +114,8 @@ class TransitionArgs:
     sequence: int
     status: str
     attempt: int
-    execution: str
-    log_entry: str
+    execution: str | bytes  # the execution's JSON, packed (events.pack)
+    log_entry: str | bytes  # packed too
     run_id: str
     tenant: str
     flow: str
@@ -277,8 +277,8 @@ def inputs(
         sequence=run.sequence,
         status=run.status.value,
         attempt=run.attempt,
-        execution=data,
-        log_entry=log_entry,
+        execution=events.pack(data),
+        log_entry=events.pack(log_entry),
         run_id=run.id,
         tenant=tenant,
         flow=run.flow_id,
@@ -307,7 +307,7 @@ def inputs(
         tenant=tenant,
         subject=run.id,
         flow=run.flow_id,
-        body=body,
+        body=events.pack(body),
         hook=hook,
         sequence=run.sequence,
     )

@@ -13,6 +13,7 @@ from orchestrator.runs.listing import page as list_page
 from orchestrator.runs.store import RunStore
 from orchestrator.settings import Settings
 from orchestrator.worker.reaper import lost_attempt_plan
+from webhooks import compression
 from webhooks.outbox import OUTBOX_STREAM
 
 S = ExecutionStatus
@@ -45,7 +46,7 @@ def store(redis: Redis, settings: Settings) -> RunStore:
 
 async def outbox(redis: Redis) -> list[dict[str, str]]:
     entries = await redis.xrange(OUTBOX_STREAM)
-    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+    return [{k.decode(): compression.text(v) for k, v in fields.items()} for _, fields in entries]
 
 
 async def create(store: RunStore, tenant: str = "a", flow: str = "echo") -> str:
@@ -100,7 +101,7 @@ async def test_full_lifecycle_emits_one_event_per_transition_in_order(store: Run
     assert types == ["execution.queued", "execution.running", "execution.progress", "execution.success"]
     seqs = [json.loads(e["body"])["data"]["sequence"] for e in await outbox(redis)]
     assert seqs == [1, 2, 3, 4]
-    log = [json.loads(x) for x in await redis.lrange(keys.run_events(rid), 0, -1)]
+    log = [json.loads(compression.expand(x)) for x in await redis.lrange(keys.run_events(rid), 0, -1)]
     assert [e["sequence"] for e in log] == [1, 2, 3, 4]
     assert [e["id"] for e in log] == [e["id"] for e in await outbox(redis)]
     assert await redis.zscore(keys.LEASES, rid) is None

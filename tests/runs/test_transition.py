@@ -16,6 +16,7 @@ from orchestrator.runs.notices import Notice
 from orchestrator.runs.transition import TRANSITION, Deadline, TransitionArgs, TransitionKeys
 from orchestrator.settings import Settings
 from tests.runs.test_store import make_store
+from webhooks import compression
 from webhooks.outbox import OUTBOX_STREAM, Hook, MalformedEntry, OutboxEntry
 
 
@@ -31,7 +32,7 @@ async def test_the_scripts_xadd_is_read_back_by_the_dispatchers_parser(
     [entry] = await entries(redis)
     assert entry.id.startswith("msg_") and entry.type == "execution.queued"
     assert (entry.tenant, entry.subject, entry.flow) == ("a", run.id, "echo")
-    body = json.loads(entry.body)
+    body = json.loads(compression.text(entry.body))
     assert body["type"] == "execution.queued" and body["data"]["id"] == run.id
     assert entry.created_ms > 0 and before - 1000 <= entry.created_ms <= int(time.time() * 1000) + 1000
     assert entry.hook is None
