@@ -62,3 +62,15 @@ def render(data: str, *, sequence: int, message_id: str, event_type: str, at: da
     head = f'"type":{json.dumps(event_type)},"timestamp":"{format_timestamp(at)}","data":{data}'
     entry = f'{{"id":"{message_id}","sequence":{sequence},{head}}}'
     return entry, "{" + head + "}"
+
+
+def snapshot(entry: bytes | str) -> bytes:
+    """The execution JSON an event log entry (:func:`render`'s first form, packed or not) carries.
+
+    A run keeps no other copy of its current snapshot: it is its last entry's ``data`` (issue 15).
+    The entry's other fields come first and are ours (ids, an event type, a timestamp), so the
+    first ``,"data":`` starts it; the entry's closing brace ends it.
+    """
+    raw = compression.expand(entry)
+    start = raw.index(b',"data":') + len(b',"data":')
+    return raw[start:-1]

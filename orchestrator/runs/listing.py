@@ -11,9 +11,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from orchestrator import events
 from orchestrator.models import Execution, ExecutionStatus
 from orchestrator.runs import keys
-from webhooks.compression import expand
 
 
 async def tenant_flows(redis: Redis) -> dict[str, list[str]]:
@@ -50,14 +50,15 @@ async def page(
             break
         async with redis.pipeline(transaction=False) as pipe:
             for rid in ids:
-                pipe.hmget(keys.run(rid.decode()), ("json", "status"))
+                pipe.hget(keys.run(rid.decode()), "status")
+                pipe.lindex(keys.run_events(rid.decode()), -1)  # the current snapshot is its data
             rows = await pipe.execute()
         gone = []
-        for rid, (body, current) in zip(ids, rows, strict=True):
-            if body is None:
+        for rid, current, last in zip(ids, rows[::2], rows[1::2], strict=True):
+            if current is None or last is None:
                 gone.append(rid)  # expired by retention; the index entry goes with it
             elif status is None or current.decode() == status.value:
-                found.append(Execution[Any].model_validate_json(expand(body)))
+                found.append(Execution[Any].model_validate_json(events.snapshot(last)))
         if gone:
             await redis.zrem(index, *gone)
         upper = f"({ids[-1].decode()}"

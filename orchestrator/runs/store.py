@@ -7,7 +7,6 @@ re-reads and re-plans, so racing writers (a cancel against a success) end with e
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,13 +21,11 @@ from orchestrator.runs import keys
 from orchestrator.runs.leases import Leases
 from orchestrator.runs.plans import next_attempt_plan, queued_plan, terminal_plan
 from orchestrator.runs.states import advance
+from orchestrator.runs.stored import READ_RUN, STORED_FIELDS, Stored, parse_stored
 from orchestrator.runs.transition import COMMITTED, LEASE_RENEWED, Deadline, Plan, Transitions, log_commit
 from webhooks.compression import expand
-from webhooks.outbox import Hook
 
 S = ExecutionStatus
-# The run hash's fields a Stored is read from (see parse_stored).
-STORED_FIELDS = ("json", "tenant", "input", "partial", "webhook", "handbacks")
 _CHUNK = 200  # creates per pipelined round trip
 
 # Save a flow's partial output while its attempt is current. Returns 1 when saved.
@@ -50,44 +47,6 @@ def utcnow() -> datetime:
 def _to_ms_precision(at: datetime) -> datetime:
     # The wire carries milliseconds; keeping more in memory would make a re-read differ.
     return at.replace(microsecond=at.microsecond - at.microsecond % 1000)
-
-
-@dataclass
-class Stored:
-    """An execution as read from Redis, with the fields the API does not show."""
-
-    run: Execution[Any]
-    tenant: str
-    input_json: str | None = None
-    partial_json: str | None = None
-    webhook_json: str | None = None
-    # Attempts handed back by a stopping worker (a deploy): they do not count as lost.
-    handbacks: int = 0
-
-    @property
-    def partial(self) -> Any:
-        """The flow's last saved partial output (reported by a cancel or a lost worker), or None."""
-        return json.loads(self.partial_json) if self.partial_json else None
-
-    @property
-    def hook(self) -> Hook | None:
-        """The run's own webhook given at creation, if any."""
-        return Hook.from_json(self.webhook_json) if self.webhook_json else None
-
-
-def parse_stored(raw: Sequence[bytes | None]) -> Stored | None:
-    """A Stored from the values of STORED_FIELDS (HMGET), or None when the run does not exist."""
-    if raw[0] is None or raw[1] is None:
-        return None
-    text = [v.decode() if v is not None else None for v in raw[1:]]
-    return Stored(
-        run=Execution[Any].model_validate_json(expand(raw[0])),
-        tenant=text[0] or "",
-        input_json=text[1],
-        partial_json=text[2],
-        webhook_json=text[3],
-        handbacks=int(text[4] or 0),
-    )
 
 
 @dataclass
@@ -122,6 +81,7 @@ class RunStore:
         self.transitions = Transitions(redis, queue_name=queue_name, retention_ms=self.retention_ms)
         self.leases = Leases(redis, lease_seconds=lease_seconds, requeue_after_seconds=requeue_after_seconds)
         self._save_partial = redis.register_script(SAVE_PARTIAL)
+        self._read = redis.register_script(READ_RUN)
 
     def clock(self) -> datetime:
         """Now, at millisecond precision."""
@@ -131,7 +91,9 @@ class RunStore:
 
     async def load(self, run_id: str) -> Stored | None:
         """Read one execution with its hidden fields, or None."""
-        return parse_stored(await self.redis.hmget(keys.run(run_id), STORED_FIELDS))
+        return parse_stored(
+            await self._read(keys=[keys.run(run_id), keys.run_events(run_id)], args=STORED_FIELDS)
+        )
 
     async def get(self, run_id: str, *, tenant: str) -> Execution[Any]:
         """Return the tenant's execution; a missing or foreign id raises RunNotFound."""
@@ -147,10 +109,12 @@ class RunStore:
 
     async def get_json_status(self, run_id: str, *, tenant: str) -> tuple[bytes, ExecutionStatus]:
         """Return the execution's stored JSON and its status."""
-        body, owner, status = await self.redis.hmget(keys.run(run_id), ("json", "tenant", "status"))
-        if body is None or owner is None or owner.decode() != tenant:
+        owner, status, last = await self._read(
+            keys=[keys.run(run_id), keys.run_events(run_id)], args=("tenant", "status")
+        )
+        if last is None or owner is None or owner.decode() != tenant:
             raise RunNotFound(f"no execution {run_id}")
-        return expand(body), ExecutionStatus(status.decode())
+        return events.snapshot(last), ExecutionStatus(status.decode())
 
     async def events(
         self, run_id: str, *, tenant: str, after: int = 0

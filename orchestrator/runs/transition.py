@@ -114,8 +114,7 @@ class TransitionArgs:
     sequence: int
     status: str
     attempt: int
-    execution: str | bytes  # the execution's JSON, packed (events.pack)
-    log_entry: str | bytes  # packed too
+    log_entry: str | bytes  # the event, with the execution's JSON as its data; packed (events.pack)
     run_id: str
     tenant: str
     flow: str
@@ -170,8 +169,11 @@ local old = redis.call('HGET', run, 'status')
 -- the worker running the previous state hears about this one (a cancel, a take-over)
 local previous_holder = redis.call('HGET', run, 'holder')
 if holder ~= '' then redis.call('HSET', run, 'holder', holder) end
-redis.call('HSET', run, 'json', execution, 'status', status, 'sequence', sequence,
-  'attempt', attempt, 'tenant', tenant, 'flow', flow)
+-- The snapshot is the event's data (RPUSH below): the hash keeps no copy (issue 15; 'json' held
+-- one before, dropped as the run moves on).
+redis.call('HSET', run, 'status', status, 'sequence', sequence, 'attempt', attempt, 'tenant', tenant,
+  'flow', flow)
+redis.call('HDEL', run, 'json')
 if webhook ~= '' then redis.call('HSET', run, 'webhook', webhook) end
 if input ~= '' then redis.call('HSET', run, 'input', input) end
 if handbacks ~= '' then redis.call('HSET', run, 'handbacks', handbacks) end
@@ -277,7 +279,6 @@ def inputs(
         sequence=run.sequence,
         status=run.status.value,
         attempt=run.attempt,
-        execution=events.pack(data),
         log_entry=events.pack(log_entry),
         run_id=run.id,
         tenant=tenant,

@@ -30,7 +30,7 @@ from orchestrator.runs import keys
 from orchestrator.runs.leases import HEARTBEAT, PRESENT, decode_ids, heartbeat_args
 from orchestrator.runs.plans import terminal_plan
 from orchestrator.runs.states import advance
-from orchestrator.runs.store import STORED_FIELDS, parse_stored
+from orchestrator.runs.stored import READ_RUN, STORED_FIELDS, parse_stored
 from orchestrator.runs.transition import COMMITTED, TRANSITION, inputs, log_commit
 from orchestrator.worker.outcomes import timed_out
 
@@ -202,7 +202,9 @@ class Liveness:
         """End an overdue attempt ``failed``/``timeout`` with this thread's own connection."""
         client: sync_redis.Redis = script.registered_client
         for _ in range(10):
-            stored = parse_stored(client.hmget(keys.run(held.run_id), STORED_FIELDS))
+            stored = parse_stored(
+                client.eval(READ_RUN, 2, keys.run(held.run_id), keys.run_events(held.run_id), *STORED_FIELDS)
+            )
             if (
                 stored is None
                 or stored.run.attempt != held.attempt
