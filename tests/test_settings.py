@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.settings import DEFAULT_RETRY_SCHEDULE, Settings
+from orchestrator.settings import DEFAULT_RETRY_SCHEDULE, ConfigurationError, Settings
 
 
 def test_defaults_match_the_contract() -> None:
@@ -53,11 +53,40 @@ def test_probe_schedule_reaches_the_dispatcher() -> None:
     ],
 )
 def test_bad_values_are_refused(env: dict[str, str]) -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(ConfigurationError) as refused:
         Settings.from_env(env)
+    [name] = env
+    message = str(refused.value)
+    assert message.startswith(name) and "\n" not in message and "input" not in message
 
 
 def test_settings_are_frozen() -> None:
     s = Settings.from_env({})
     with pytest.raises(ValidationError):
         s.redis_url = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"ORCH_API_KEYS": "acme:sk_live_hunter2,broken"},
+        {"ORCH_REDIS_URL": "redis://:hunter2@bad host:6379/0"},
+        {"ORCH_REDIS_URL": "redis+sentinel://:hunter2@h1:26379,h2:99999/mymaster"},
+        {"ORCH_REDIS_URL": "redis+sentinel://h1/mymaster?sentinel_password=hunter2&bogus=1"},
+    ],
+)
+def test_a_refused_value_is_never_shown(env: dict[str, str]) -> None:
+    # regression: pydantic's message carried input_value=..., so a bad ORCH_API_KEYS or a Redis URL
+    # with a typo printed its secrets on stderr at start
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_env(env)
+    assert "hunter2" not in str(refused.value)
+
+
+def test_replication_reaches_the_stores_and_the_dispatcher() -> None:
+    s = Settings.from_env(
+        {"ORCH_REDIS_MIN_REPLICAS_ACK": "1", "ORCH_REDIS_REPLICAS_ACK_TIMEOUT_SECONDS": "0.25"}
+    )
+    assert (s.replication.replicas, s.replication.timeout_ms) == (1, 250)
+    assert s.dispatcher.replication == s.replication
+    assert not Settings.from_env({}).replication.enabled  # the default adds nothing to any write
