@@ -18,6 +18,7 @@ FACE = (
     "webhooks.metrics",
     "webhooks.models",
     "webhooks.outbox",
+    "webhooks.replication",
     "webhooks.report",
     "webhooks.settings",
 )

@@ -227,6 +227,8 @@ class Dispatcher:
             except MalformedEntry as exc:
                 logger.error("outbox entry %s skipped: %s", entry_id.decode(), exc)
         created = await self.fanout(parsed)
+        # Acknowledged means replicated (when asked): unconfirmed entries stay pending, retried.
+        await self.settings.replication.fence(self.redis, what=f"deliveries of {len(entries)} entries")
         await self.redis.xack(OUTBOX_STREAM, self.settings.group, *[e[0] for e in entries])
         if created:
             self._wake.set()

@@ -124,6 +124,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         coalesced_events=events.COALESCED_EVENTS,
         failed_ttl_ms=settings.webhook_failed_retention_seconds * 1000,
         delivered_ttl_ms=settings.webhook_delivered_retention_seconds * 1000,
+        replication=settings.replication,
     )
 
     @asynccontextmanager
@@ -147,6 +148,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
                 lease_seconds=settings.lease_seconds,
                 requeue_after_seconds=settings.requeue_after_seconds,
                 clock=clock.now,
+                replication=settings.replication,
             ),
             keyring=KeyRing(settings.api_keys, redis),
             waiters=waiters,

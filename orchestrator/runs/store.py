@@ -7,9 +7,7 @@ re-reads and re-plans, so racing writers (a cancel against a success) end with e
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,12 +20,12 @@ from orchestrator.runs import keys
 from orchestrator.runs.leases import Leases
 from orchestrator.runs.plans import next_attempt_plan, queued_plan, terminal_plan
 from orchestrator.runs.states import advance
+from orchestrator.runs.stored import STORED_FIELDS, NewRun, Stored, parse_stored
 from orchestrator.runs.transition import COMMITTED, LEASE_RENEWED, Deadline, Plan, Transitions, log_commit
-from webhooks.outbox import Hook
+from webhooks.errors import NotReplicated
+from webhooks.replication import Replication
 
 S = ExecutionStatus
-# The run hash's fields a Stored is read from (see parse_stored).
-STORED_FIELDS = ("json", "tenant", "input", "partial", "webhook", "handbacks")
 _CHUNK = 200  # creates per pipelined round trip
 
 # Save a flow's partial output while its attempt is current. Returns 1 when saved.
@@ -51,54 +49,6 @@ def _to_ms_precision(at: datetime) -> datetime:
     return at.replace(microsecond=at.microsecond - at.microsecond % 1000)
 
 
-@dataclass
-class Stored:
-    """An execution as read from Redis, with the fields the API does not show."""
-
-    run: Execution[Any]
-    tenant: str
-    input_json: str | None = None
-    partial_json: str | None = None
-    webhook_json: str | None = None
-    # Attempts handed back by a stopping worker (a deploy): they do not count as lost.
-    handbacks: int = 0
-
-    @property
-    def partial(self) -> Any:
-        """The flow's last saved partial output (reported by a cancel or a lost worker), or None."""
-        return json.loads(self.partial_json) if self.partial_json else None
-
-    @property
-    def hook(self) -> Hook | None:
-        """The run's own webhook given at creation, if any."""
-        return Hook.from_json(self.webhook_json) if self.webhook_json else None
-
-
-def parse_stored(raw: Sequence[bytes | None]) -> Stored | None:
-    """A Stored from the values of STORED_FIELDS (HMGET), or None when the run does not exist."""
-    if raw[0] is None or raw[1] is None:
-        return None
-    text = [v.decode() if v is not None else None for v in raw]
-    return Stored(
-        run=Execution[Any].model_validate_json(raw[0]),
-        tenant=text[1] or "",
-        input_json=text[2],
-        partial_json=text[3],
-        webhook_json=text[4],
-        handbacks=int(text[5] or 0),
-    )
-
-
-@dataclass
-class NewRun:
-    """One execution to create."""
-
-    input_json: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-    webhook_json: str | None = None
-    run_id: str | None = None
-
-
 class RunStore:
     """Reads and writes executions; nothing else writes a run's status."""
 
@@ -111,14 +61,23 @@ class RunStore:
         lease_seconds: float,
         requeue_after_seconds: float,
         clock: Callable[[], datetime] = utcnow,
+        replication: Replication | None = None,
+        strict: bool = True,
     ) -> None:
+        """`replication` and `strict`: see ``runs.transition.Transitions`` (strict for the API)."""
         self.redis = redis
         self.queue_name = queue_name
         self.retention_ms = retention_seconds * 1000
         self.lease_ms = int(lease_seconds * 1000)
         self.requeue_ms = int(requeue_after_seconds * 1000)
         self._clock = clock
-        self.transitions = Transitions(redis, queue_name=queue_name, retention_ms=self.retention_ms)
+        self.transitions = Transitions(
+            redis,
+            queue_name=queue_name,
+            retention_ms=self.retention_ms,
+            replication=replication,
+            strict=strict,
+        )
         self.leases = Leases(redis, lease_seconds=lease_seconds, requeue_after_seconds=requeue_after_seconds)
         self._save_partial = redis.register_script(SAVE_PARTIAL)
 
@@ -268,7 +227,18 @@ class RunStore:
                         hook=plan.hook,
                         pipe=pipe,
                     )
+                replication = self.transitions.replication
+                if replication.enabled:  # WAIT on the creates' own connection: no extra round trip
+                    replication.queue(pipe)
                 results = await pipe.execute()
+            if replication.enabled:
+                what = f"{len(plans)} created runs"
+                try:
+                    replication.check(results.pop(), what=what)
+                    if not all(int(r) == COMMITTED for r in results):  # a replay: made on another connection
+                        await replication.fence(self.redis, what=what)
+                except NotReplicated as exc:
+                    self.transitions.confirmed(exc, what=what)
             for plan, result in zip(plans, results, strict=True):
                 if int(result) == COMMITTED:
                     log_commit(plan)

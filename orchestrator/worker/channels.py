@@ -16,7 +16,8 @@ from collections.abc import Awaitable
 from orchestrator.context import DONE, AttemptOver
 from orchestrator.errors import InvalidTransition, StaleAttempt
 from orchestrator.models import Metrics
-from orchestrator.runs.store import RunStore, Stored
+from orchestrator.runs.store import RunStore
+from orchestrator.runs.stored import Stored
 
 logger = logging.getLogger(__name__)
 

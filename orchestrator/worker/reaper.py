@@ -18,7 +18,8 @@ from orchestrator.models import ExecutionError, ExecutionStatus
 from orchestrator.runs.jobs import enqueue_run
 from orchestrator.runs.plans import next_attempt_plan, terminal_plan
 from orchestrator.runs.states import advance
-from orchestrator.runs.store import RunStore, Stored
+from orchestrator.runs.store import RunStore
+from orchestrator.runs.stored import Stored
 from orchestrator.runs.transition import Plan
 from webhooks.metrics import MetricsBuffer
 

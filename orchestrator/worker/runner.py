@@ -21,7 +21,8 @@ from orchestrator.errors import InvalidTransition, StaleAttempt
 from orchestrator.flows import Isolation, Registry
 from orchestrator.models import ExecutionError, ExecutionStatus
 from orchestrator.runs.notices import Notice
-from orchestrator.runs.store import RunStore, Stored
+from orchestrator.runs.store import RunStore
+from orchestrator.runs.stored import Stored
 from orchestrator.worker.channels import LoopChannel, Reporter, ThreadChannel
 from orchestrator.worker.isolation import Call, Executor, Stop, Stopped
 from orchestrator.worker.liveness import Held, Liveness

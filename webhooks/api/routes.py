@@ -44,6 +44,7 @@ from webhooks.models import (
     now_ms,
 )
 from webhooks.outbox import Hook
+from webhooks.replication import Replication
 from webhooks.report import DeliveryReport, SentMessage, delivery_report
 from webhooks.signing import WebhookVerificationError, parse_secret
 
@@ -78,6 +79,7 @@ class WebhookAPI:
         coalesced_events: Sequence[str] = (),
         failed_ttl_ms: int,
         delivered_ttl_ms: int,
+        replication: Replication | None = None,
     ) -> None:
         """Configure the routes.
 
@@ -90,6 +92,7 @@ class WebhookAPI:
             default_events: what an endpoint that names no events receives.
             coalesced_events: types the fan-out sends at most once per interval (the report says so).
             failed_ttl_ms, delivered_ttl_ms: how long delivery rows are kept, by outcome.
+            replication: replicas that must hold a write before it is answered (else 503).
         """
         self.authenticate = authenticate
         self.max_body_bytes = max_body_bytes
@@ -100,10 +103,13 @@ class WebhookAPI:
         self.coalesced_events = tuple(coalesced_events)
         self.failed_ttl_ms = failed_ttl_ms
         self.delivered_ttl_ms = delivered_ttl_ms
+        self.replication = replication or Replication()
         self._stores: tuple[EndpointStore, DeliveryStore] | None = None
+        self._redis: Redis | None = None
 
     def open(self, redis: Redis) -> None:
         """Bind the stores to the app's Redis client (from its lifespan, before any request)."""
+        self._redis = redis
         self._stores = (
             EndpointStore(redis),
             DeliveryStore(redis, failed_ttl_ms=self.failed_ttl_ms, delivered_ttl_ms=self.delivered_ttl_ms),
@@ -130,6 +136,11 @@ class WebhookAPI:
             default_events=self.default_events,
             coalesced_events=self.coalesced_events,
         )
+
+    async def replicated(self, what: str) -> None:
+        """Return once the writes made so far are on the required replicas (503 if not in time)."""
+        if self.replication.enabled and self._redis is not None:
+            await self.replication.fence(self._redis, what=what)
 
     async def body(self, request: Request, model: type[M]) -> M:
         """Read and validate the body as `model` (422 lists each bad field)."""
@@ -187,6 +198,7 @@ class WebhookAPI:
             description=body.description,
             secret=body.secret,
         )
+        await self.replicated(f"endpoint {endpoint.id}")
         return render(EndpointOut.of(endpoint, with_secret=True), 201)
 
     @operation(
@@ -235,6 +247,7 @@ class WebhookAPI:
             nulls = [k for k, v in changes.items() if v is None]
             raise ValidationFailed.field(nulls[0], "may not be null", "none_forbidden")
         endpoint = await endpoints.update(endpoint_id, tenant=tenant, changes=changes)
+        await self.replicated(f"endpoint {endpoint_id}")
         return render(EndpointOut.of(endpoint))
 
     @operation(summary="Delete an endpoint", tag="Webhooks", responses={204: None}, errors=(401, 404, 503))
@@ -243,6 +256,7 @@ class WebhookAPI:
         tenant = await self.authenticate(request)
         endpoints, _ = self.stores(request)
         await endpoints.delete(request.path_params["endpoint_id"], tenant=tenant)
+        await self.replicated("the deleted endpoint")
         return Response(status_code=204)
 
     @operation(
@@ -256,6 +270,7 @@ class WebhookAPI:
         tenant = await self.authenticate(request)
         endpoints, _ = self.stores(request)
         secret = await endpoints.rotate_secret(request.path_params["endpoint_id"], tenant=tenant)
+        await self.replicated("the new secret")
         return JSONResponse({"secret": secret})
 
     @operation(
@@ -267,7 +282,9 @@ class WebhookAPI:
         """``GET /v1/webhooks/default-secret``: signs the one-run webhooks given at run creation."""
         tenant = await self.authenticate(request)
         endpoints, _ = self.stores(request)
-        return JSONResponse({"secret": await endpoints.default_secret(tenant)})
+        secret = await endpoints.default_secret(tenant)
+        await self.replicated("the default secret")  # made on first use: it must outlive a failover
+        return JSONResponse({"secret": secret})
 
     @operation(
         summary="Send a webhook.test message",
@@ -292,6 +309,7 @@ class WebhookAPI:
         endpoints, deliveries = self.stores(request)
         endpoint = await endpoints.get(request.path_params["endpoint_id"], tenant=tenant)
         message_id = await deliveries.send_test(endpoint, now_ms=now_ms())
+        await self.replicated(f"message {message_id}")
         return JSONResponse({"messageId": message_id}, status_code=202)
 
     @operation(
@@ -333,6 +351,7 @@ class WebhookAPI:
         message_id = request.path_params["message_id"]
         if not is_valid(message_id, "msg") or not await deliveries.requeue(message_id, endpoint.id):
             raise DeliveryNotFound(f"no message {message_id} for endpoint {endpoint.id}")
+        await self.replicated(f"message {message_id}")
         return JSONResponse({"messageId": message_id, "status": "pending"}, status_code=202)
 
     @operation(
@@ -352,6 +371,7 @@ class WebhookAPI:
         if since.tzinfo is None:
             raise ValidationFailed.field("since", "must include a time zone (e.g. Z)", "datetime")
         count = await deliveries.recover(endpoint.id, int(since.timestamp() * 1000))
+        await self.replicated(f"{count} recovered messages")
         return JSONResponse({"count": count}, status_code=202)
 
 
