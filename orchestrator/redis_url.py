@@ -110,7 +110,7 @@ def _address(text: str, default_port: int) -> tuple[str, int]:
     if not port_text:
         return host, default_port
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise _fail(f"has a bad port {port_text!r} for host {host!r} (1-65535)")
+        raise _fail(f"has a bad port for host {host!r} (a number 1-65535)")  # the text may be a password
     return host, int(port_text)
 
 
@@ -143,7 +143,7 @@ def _tls(options: dict[str, str]) -> dict[str, Any]:
     }
     if "ssl_cert_reqs" in options:
         if options["ssl_cert_reqs"] not in CERT_REQS:
-            raise _fail(f"has ssl_cert_reqs={options['ssl_cert_reqs']!r} (one of {', '.join(CERT_REQS)})")
+            raise _fail(f"has a bad ssl_cert_reqs (one of {', '.join(CERT_REQS)})")
         tls["ssl_cert_reqs"] = options["ssl_cert_reqs"]
     if "ssl_check_hostname" in options:
         value = options["ssl_check_hostname"].lower()

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from urllib.parse import quote
 
 import redis as sync_redis
 
@@ -34,6 +35,11 @@ def _until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} within {timeout:g} s")
         time.sleep(0.02)
+
+
+def _quoted(value: str) -> str:
+    """A config file string (Redis reads double quotes with backslash escapes)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class EmbeddedSentinel:
@@ -117,7 +123,8 @@ class ReplicatedRedis:
     def url(self) -> str:
         """The ``redis+sentinel://`` form of ORCH_REDIS_URL for this service."""
         url = sentinel_url([(HOST, s.port) for s in self.sentinels], self.service, password=self.password)
-        return url + (f"?sentinel_password={self.sentinel_password}" if self.sentinel_password else "")
+        secret = self.sentinel_password
+        return url + (f"?sentinel_password={quote(secret, safe='')}" if secret else "")
 
     def node_client(self, node: EmbeddedRedis) -> sync_redis.Redis:
         """A direct client of one data node (close it)."""
@@ -137,9 +144,9 @@ class ReplicatedRedis:
             f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}",
         ]
         if self.password:
-            lines.append(f"sentinel auth-pass {self.service} {self.password}")
+            lines.append(f"sentinel auth-pass {self.service} {_quoted(self.password)}")
         if self.sentinel_password:
-            secret = self.sentinel_password
+            secret = _quoted(self.sentinel_password)
             lines += [f"requirepass {secret}", f"sentinel sentinel-pass {secret}"]
         # Each knows the others and the replicas from the start (else discovery takes up to 10 s).
         ids = [os.urandom(20).hex() for _ in self.sentinels]
