@@ -93,7 +93,9 @@ class ReplicatedRedis:
         failover_timeout_ms: int = 3000,
         password: str | None = None,
         sentinel_password: str | None = None,
+        upstream_port: int | None = None,
     ) -> None:
+        """`upstream_port`: where replicas first replicate from (a relay in front of the primary)."""
         self.data_dir = data_dir
         self.service = service
         self.down_after_ms = down_after_ms
@@ -104,7 +106,7 @@ class ReplicatedRedis:
         # A replica syncs at once (no 5 s wait for others), into a folder of its own.
         common = (*auth, "--repl-diskless-sync-delay", "0")
         self.primary = EmbeddedRedis(extra=(*common, "--dir", str(data_dir / "node-0")))
-        of = ("--replicaof", HOST, str(self.primary.port))
+        of = ("--replicaof", HOST, str(upstream_port or self.primary.port))
         self.replicas = [
             EmbeddedRedis(extra=(*common, "--dir", str(data_dir / f"node-{i + 1}"), *of))
             for i in range(replicas)
