@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from orchestrator.dev.bench.costs import scenario_modes, scenario_storage
 from orchestrator.dev.bench.latency import scenario_get, scenario_isolation, scenario_latency
 from orchestrator.dev.bench.measure import Figures, summarize
+from orchestrator.dev.bench.primary import scenario_redis, scenario_replication
 from orchestrator.dev.bench.throughput import scenario_deliveries, scenario_e2e
 
 __all__ = ["SCENARIOS", "Figures", "summarize"]
@@ -19,4 +20,6 @@ SCENARIOS: dict[str, Callable[[bool], Awaitable[Figures]]] = {
     "isolation": scenario_isolation,
     "storage": scenario_storage,
     "modes": scenario_modes,
+    "redis": scenario_redis,
+    "replication": scenario_replication,
 }
