@@ -16,7 +16,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from orchestrator.api.auth import digest
 from orchestrator.connections import arq_pool, arq_settings, redis_from_settings, sync_client
-from orchestrator.dev.sentinel import ReplicatedRedis
+from orchestrator.dev.sentinel import ReplicatedRedis, TlsFiles
 from orchestrator.flows import Registry
 from orchestrator.runs import keys
 from orchestrator.settings import Settings
@@ -146,3 +146,43 @@ async def test_the_bounded_pool_stays_bounded_through_sentinel(tmp_path: Path) -
             assert len(used) == 4
         finally:
             await client.aclose()
+
+
+def self_signed(folder: Path) -> TlsFiles:
+    """A certificate for 127.0.0.1 that is its own CA (openssl, as .ci/system-deps installs it)."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return TlsFiles(cert=cert, key=key, ca=cert)
+
+
+async def test_tls_to_the_sentinels_and_the_nodes(tmp_path: Path) -> None:
+    # the Sentinels and the nodes serve TLS only: the failover is followed over TLS, with the
+    # Sentinels' own password (arq's Sentinel support would have connected to them in plain text)
+    tls = self_signed(tmp_path)
+    with ReplicatedRedis(tmp_path, sentinels=3, sentinel_password="s-pw", tls=tls) as group:
+        assert group.url.startswith("rediss+sentinel://")
+        settings = Settings(redis_url=group.url)
+        client, pool, sync = redis_from_settings(settings), arq_pool(settings), sync_client(settings)
+        try:
+            await client.set("k", "1")
+            assert await pool.get("k") == b"1" and sync.get("k") == b"1"
+            old_port = group.primary_port()
+            group.kill_primary()
+            outages: list[type[BaseException]] = []
+            assert await first_success(lambda: client.set("k", "2"), outages)
+            assert await first_success(lambda: pool.get("k"), outages) == b"2"
+            assert await first_success(lambda: sync.get("k"), outages) == b"2"
+            assert group.wait_promoted(old_port) != old_port
+        finally:
+            await client.aclose()
+            await pool.aclose()
+            sync.close()

@@ -13,8 +13,10 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import redis as sync_redis
@@ -42,22 +44,56 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A certificate, its key and the CA that signed it: every node and Sentinel speaks TLS only."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+    def config(self) -> list[str]:
+        """Config lines (also usable as ``--name value`` arguments)."""
+        return [
+            f"tls-cert-file {self.cert}",
+            f"tls-key-file {self.key}",
+            f"tls-ca-cert-file {self.ca}",
+            "tls-auth-clients no",
+            "tls-replication yes",  # replicas and Sentinels talk TLS to the nodes too
+        ]
+
+    def args(self) -> tuple[str, ...]:
+        """:meth:`config` as redis-server arguments."""
+        return tuple(part for line in self.config() for part in (f"--{line.split()[0]}", line.split()[1]))
+
+    def client(self) -> dict[str, Any]:
+        """redis-py keyword arguments of a client that checks the nodes' certificate."""
+        return {"ssl": True, "ssl_ca_certs": str(self.ca), "ssl_cert_reqs": "required"}
+
+
 class EmbeddedSentinel:
     """One Sentinel process watching `service`."""
 
-    def __init__(self, config: Path, *, password: str | None = None) -> None:
+    def __init__(self, config: Path, *, password: str | None = None, tls: TlsFiles | None = None) -> None:
         self.port = free_port()
         self.config = config
         self.password = password
+        self.tls = tls
         self.proc: subprocess.Popen[bytes] | None = None
 
     def client(self) -> sync_redis.Redis:
         """A client of this Sentinel (close it)."""
-        return sync_redis.Redis(HOST, self.port, password=self.password, socket_timeout=2)
+        tls = self.tls.client() if self.tls else {}
+        return sync_redis.Redis(HOST, self.port, password=self.password, socket_timeout=2, **tls)
 
     def start(self, lines: list[str]) -> None:
         """Write its config (port first) and start it."""
-        self.config.write_text("\n".join([f"port {self.port}", f"bind {HOST}", *lines]) + "\n")
+        ports = (
+            [f"port {self.port}"]
+            if self.tls is None
+            else ["port 0", f"tls-port {self.port}", *self.tls.config()]
+        )
+        self.config.write_text("\n".join([*ports, f"bind {HOST}", *lines]) + "\n")
         self.proc = subprocess.Popen(
             [find_redis_server(), str(self.config), "--sentinel"],
             stdout=subprocess.DEVNULL,
@@ -94,25 +130,34 @@ class ReplicatedRedis:
         password: str | None = None,
         sentinel_password: str | None = None,
         upstream_port: int | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
-        """`upstream_port`: where replicas first replicate from (a relay in front of the primary)."""
+        """`upstream_port`: where replicas first replicate from (a relay in front of the primary).
+
+        With `tls`, nodes and Sentinels serve TLS only (a node keeps a plain port for start-up pings).
+        """
         self.data_dir = data_dir
         self.service = service
         self.down_after_ms = down_after_ms
         self.failover_timeout_ms = failover_timeout_ms
         self.password = password
         self.sentinel_password = sentinel_password
+        self.tls = tls
         auth = ("--requirepass", password, "--masterauth", password) if password else ()
         # A replica syncs at once (no 5 s wait for others), into a folder of its own.
         common = (*auth, "--repl-diskless-sync-delay", "0")
-        self.primary = EmbeddedRedis(extra=(*common, "--dir", str(data_dir / "node-0")))
-        of = ("--replicaof", HOST, str(upstream_port or self.primary.port))
-        self.replicas = [
-            EmbeddedRedis(extra=(*common, "--dir", str(data_dir / f"node-{i + 1}"), *of))
-            for i in range(replicas)
-        ]
+        served = [free_port() if tls else 0 for _ in range(replicas + 1)]  # each node's TLS port
+
+        def node(i: int, *more: str) -> EmbeddedRedis:
+            secure = ("--tls-port", str(served[i]), *tls.args()) if tls else ()
+            return EmbeddedRedis(extra=(*common, *secure, "--dir", str(data_dir / f"node-{i}"), *more))
+
+        self.primary = node(0)
+        of = ("--replicaof", HOST, str(upstream_port or served[0] or self.primary.port))
+        self.replicas = [node(i + 1, *of) for i in range(replicas)]
+        self._served = {n.port: served[i] or n.port for i, n in enumerate(self.nodes)}
         self.sentinels = [
-            EmbeddedSentinel(data_dir / f"sentinel-{i}.conf", password=sentinel_password)
+            EmbeddedSentinel(data_dir / f"sentinel-{i}.conf", password=sentinel_password, tls=tls)
             for i in range(sentinels)
         ]
 
@@ -124,13 +169,28 @@ class ReplicatedRedis:
     @property
     def url(self) -> str:
         """The ``redis+sentinel://`` form of ORCH_REDIS_URL for this service."""
-        url = sentinel_url([(HOST, s.port) for s in self.sentinels], self.service, password=self.password)
-        secret = self.sentinel_password
-        return url + (f"?sentinel_password={quote(secret, safe='')}" if secret else "")
+        sentinels = [(HOST, s.port) for s in self.sentinels]
+        url = sentinel_url(sentinels, self.service, password=self.password, tls=self.tls is not None)
+        options = (
+            [f"sentinel_password={quote(self.sentinel_password, safe='')}"] if self.sentinel_password else []
+        )
+        if self.tls is not None:
+            options += [f"ssl_ca_certs={quote(str(self.tls.ca))}", "ssl_cert_reqs=required"]
+        return url + ("?" + "&".join(options) if options else "")
+
+    def served_port(self, node: EmbeddedRedis) -> int:
+        """The port clients, replicas and Sentinels use for `node` (its TLS port with TLS)."""
+        return self._served[node.port]
+
+    def node_at(self, port: int) -> EmbeddedRedis:
+        """The data node serving `port`."""
+        [found] = [n for n in self.nodes if self.served_port(n) == port]
+        return found
 
     def node_client(self, node: EmbeddedRedis) -> sync_redis.Redis:
         """A direct client of one data node (close it)."""
-        return sync_redis.Redis(HOST, node.port, password=self.password, socket_timeout=2)
+        tls = self.tls.client() if self.tls else {}
+        return sync_redis.Redis(HOST, self.served_port(node), password=self.password, socket_timeout=2, **tls)
 
     def start(self, timeout: float = 30.0) -> None:
         """Start everything; return once every Sentinel sees the replicas and the other Sentinels."""
@@ -141,7 +201,7 @@ class ReplicatedRedis:
         quorum = len(self.sentinels) // 2 + 1
         lines = [
             f"dir {self.data_dir}",
-            f"sentinel monitor {self.service} {HOST} {self.primary.port} {quorum}",
+            f"sentinel monitor {self.service} {HOST} {self.served_port(self.primary)} {quorum}",
             f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}",
             f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}",
         ]
@@ -152,7 +212,7 @@ class ReplicatedRedis:
             lines += [f"requirepass {secret}", f"sentinel sentinel-pass {secret}"]
         # Each knows the others and the replicas from the start (else discovery takes up to 10 s).
         ids = [os.urandom(20).hex() for _ in self.sentinels]
-        known = [f"sentinel known-replica {self.service} {HOST} {n.port}" for n in self.replicas]
+        known = [f"sentinel known-replica {self.service} {HOST} {self.served_port(n)}" for n in self.replicas]
         for i, sentinel in enumerate(self.sentinels):
             others = [
                 f"sentinel known-sentinel {self.service} {HOST} {s.port} {ids[j]}"
@@ -193,8 +253,7 @@ class ReplicatedRedis:
 
     def kill_primary(self) -> tuple[EmbeddedRedis, float]:
         """SIGKILL the current primary (a crash: nothing more is flushed or sent); return it and when."""
-        port = self.primary_port()
-        [node] = [n for n in self.nodes if n.port == port]
+        node = self.node_at(self.primary_port())
         assert node.proc is not None
         at = time.time()
         os.kill(node.proc.pid, signal.SIGKILL)
@@ -209,8 +268,7 @@ class ReplicatedRedis:
             port = self.primary_port()
             if port == old_port:
                 return False
-            [node] = [n for n in self.nodes if n.port == port]
-            with self.node_client(node) as client:
+            with self.node_client(self.node_at(port)) as client:
                 return bool(client.info("replication").get("role") == "master")
 
         _until(promoted, timeout=timeout, what="no replica was promoted")

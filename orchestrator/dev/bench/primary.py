@@ -25,6 +25,7 @@ from orchestrator.runs import keys
 from webhooks import OUTBOX_STREAM, EndpointStore, OutboxEntry
 from webhooks.ids import new_id
 from webhooks.metrics import delivery_gauges
+from webhooks.replication import Replication
 
 IDLE_SECONDS = 2.0
 DELIVERIES_PER_WEBHOOK_RUN = 3  # queued, running, success
@@ -250,4 +251,21 @@ async def _replicated_e2e(ack: int, n: int, one_by_one: int) -> Figures:
             figures[f"create_p99_ms_ack{ack}"] = pct(spent, 99) * 1000
         finally:
             await receiver.stop()
+        figures[f"script_write_p50_us_ack{ack}"] = await _script_write_us(stack, ack, one_by_one * 10)
     return figures
+
+
+async def _script_write_us(stack: Stack, ack: int, n: int) -> float:
+    """Median µs of one script write as a transition makes it: alone (ack 0), or with its WAIT (ack 1)."""
+    assert stack.redis is not None
+    script = stack.redis.register_script("return redis.call('INCR', KEYS[1])")
+    replication = Replication(replicas=ack)
+    spent: list[float] = []
+    for _ in range(n):
+        began = time.perf_counter()
+        if ack:
+            await replication.script(stack.redis, script, ["bench:write"], [], what="bench")
+        else:
+            await script(keys=["bench:write"])
+        spent.append(time.perf_counter() - began)
+    return pct(spent, 50) * 1e6
