@@ -90,3 +90,17 @@ def test_replication_reaches_the_stores_and_the_dispatcher() -> None:
     assert (s.replication.replicas, s.replication.timeout_ms) == (1, 250)
     assert s.dispatcher.replication == s.replication
     assert not Settings.from_env({}).replication.enabled  # the default adds nothing to any write
+
+
+def test_settings_load_no_redis_client() -> None:
+    # regression: settings imported webhooks.replication, which loaded redis-py into every command
+    # (the CLI's client commands talk HTTP only, and start slower for it)
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    probe = "import sys\nimport orchestrator.settings\nprint('redis' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

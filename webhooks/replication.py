@@ -15,14 +15,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ResponseError
+from typing import TYPE_CHECKING, Any
 
 from webhooks.errors import NotReplicated
+
+if TYPE_CHECKING:  # settings import this module: every command would otherwise load redis-py
+    from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline
+    from redis.commands.core import AsyncScript
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ class Replication:
 
     def check(self, acked: Any, *, what: str) -> int:
         """Return WAIT's count; raise NotReplicated when it is short of `replicas` (or WAIT failed)."""
+        from redis.exceptions import ResponseError
+
         if isinstance(acked, ResponseError):
             # "WAIT cannot be used with replica instances": this node was demoted (a failover).
             raise NotReplicated(f"{what}: the Redis this process writes to is no longer the primary")
@@ -80,6 +82,8 @@ class Replication:
         script cache) loads it and runs it again. A shortfall is returned, not raised, because the
         write stands on the primary: the caller decides (the API answers 503, a worker goes on).
         """
+        from redis.exceptions import NoScriptError
+
         for _ in range(2):
             async with redis.pipeline(transaction=False) as pipe:
                 pipe.evalsha(script.sha, len(keys), *keys, *args)

@@ -166,6 +166,9 @@ async def test_a_sentinel_failover_under_load(tmp_path: Path, min_replicas_ack: 
                 await asyncio.to_thread(dead.start)  # back empty; Sentinel makes it the new replica
                 await loading
                 first = min(answered for sent, answered in client.answered if sent > killed)
+                # what a create cost before the kill: with N=1 it waits for the lagging replica
+                before = sorted(answered - sent for sent, answered in client.answered if answered < killed)
+                create_p50_ms = before[len(before) // 2] * 1000
                 refused = sum(t > killed for t in client.refused)
                 ids = list(client.ids.values())
                 assert len(set(ids)) == RUNS  # one run per key, however often it was retried
@@ -214,6 +217,7 @@ async def test_a_sentinel_failover_under_load(tmp_path: Path, min_replicas_ack: 
         f"sentinel failover, ORCH_REDIS_MIN_REPLICAS_ACK={min_replicas_ack}, {replicas} replica(s)",
         runs=RUNS,
         replica_lag_s=LAG,
+        create_p50_ms_before_kill=round(create_p50_ms),
         processes="api, 2 workers, 2 dispatchers",
         promoted_after_s=round(promoted, 1),
         failover_s=round(first - killed, 1),
