@@ -21,7 +21,7 @@ from orchestrator.flows import Registry
 from orchestrator.runs import keys
 from orchestrator.settings import Settings
 from tests.conftest import ROOT, make_settings, serve, tenant_client, wait_for
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -91,6 +91,26 @@ async def test_a_bad_url_stops_a_command_with_one_line() -> None:
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.strip().count("\n") == 0 and "ORCH_REDIS_URL has a bad port" in out.stderr
     assert "hunter2" not in out.stderr
+
+
+def test_a_redis_that_cannot_be_reached_is_named_without_its_passwords() -> None:
+    # nothing listens on these ports: the error names the service and the Sentinels, never a password
+    dead = ",".join(f"127.0.0.1:{free_port()}" for _ in range(2))
+    env = {
+        "PATH": os.environ["PATH"],
+        "PYTHONPATH": str(ROOT),
+        "ORCH_REDIS_URL": f"redis+sentinel://:node-hunter2@{dead}/orch?sentinel_password=sentinel-hunter2",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "keys", "create", "--tenant", "a"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1 and "No master found for 'orch'" in out.stderr
+    assert "hunter2" not in out.stderr + out.stdout
 
 
 @pytest.fixture
