@@ -1,9 +1,10 @@
 """Acknowledged means replicated, when asked: Redis's ``WAIT`` between a write and its acknowledgement.
 
-``WAIT n timeout`` answers once `n` replicas hold every write *its connection* made (Redis counts
-per connection). So a write and its WAIT go down one connection: queued at the end of the write's
-own pipeline (no extra round trip), or, after writes made on other connections, behind a fence:
-a ``PUBLISH`` on a channel nobody reads, which Redis replicates like a write, then WAIT.
+``WAIT n timeout`` answers once `n` replicas have reached the replication offset Redis recorded
+for *its connection* (after the connection's last command in Redis 7.0, its last write in later
+versions). So a write and its WAIT go down one connection: queued at the end of the write's own
+pipeline (no extra round trip), or, after writes made on other connections, behind a fence: a
+``PUBLISH`` on a channel nobody reads, which Redis replicates like a write, then WAIT.
 Replication is one ordered stream, so a replica that holds the fence holds everything the primary
 had executed before it.
 
@@ -56,7 +57,8 @@ class Replication:
         if count < self.replicas:
             raise NotReplicated(
                 f"{what} was not confirmed by {self.replicas} Redis replica(s) within "
-                f"{self.timeout_ms} ms ({count} did); it may exist: retry (with the same Idempotency-Key)",
+                f"{self.timeout_ms} ms ({count} did); the write may exist: retry (a create with the "
+                "same Idempotency-Key returns the same run)",
                 details={"replicasRequired": self.replicas, "replicasAcknowledged": count},
             )
         return count
