@@ -104,3 +104,24 @@ async def test_a_worker_logs_a_shortfall_and_goes_on(
     assert done is not None and done.status is S.success
     shortfalls = [r.getMessage() for r in caplog.records if "not confirmed by 2" in r.getMessage()]
     assert len(shortfalls) == 2 and all(run.id in m for m in shortfalls)
+
+
+async def test_every_write_path_reloads_scripts_a_new_primary_lacks(
+    clients: tuple[Redis, Redis, Redis],
+) -> None:
+    # a promoted replica starts with an empty script cache (Redis 7 replicates scripts' effects only):
+    # redis-py's pipelines check SCRIPT EXISTS first, its single calls retry on NOSCRIPT, and the
+    # WAIT path (webhooks.replication) reloads on NOSCRIPT itself
+    a, _, _ = clients
+    plain, waiting = store_on(a, Replication()), store_on(a, ONE)
+    await a.script_flush()
+    made = await plain.create_many(
+        tenant="t", flow_id="echo", items=[NewRun(input_json="{}") for _ in range(2)]
+    )
+    await a.script_flush()
+    started = await plain.start(made[0][0].id, 1)
+    assert started.run.status is S.running
+    await a.script_flush()
+    assert (await waiting.cancel(made[1][0].id, tenant="t")).status is S.cancelled
+    await a.script_flush()
+    assert (await waiting.create_many(tenant="t", flow_id="echo", items=[NewRun(input_json="{}")]))[0][1]
