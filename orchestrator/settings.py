@@ -7,12 +7,28 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from orchestrator.redis_url import parse as parse_redis_url
+from webhooks.replication import Replication
 from webhooks.settings import DEFAULT_PROBE_SCHEDULE, DEFAULT_SCHEDULE, DispatcherSettings
 
 DEFAULT_RETRY_SCHEDULE = DEFAULT_SCHEDULE
+
+
+class ConfigurationError(ValueError):
+    """An ``ORCH_*`` variable cannot be used: one line per bad variable, never a value (it may be secret)."""
+
+    @classmethod
+    def of(cls, exc: ValidationError) -> ConfigurationError:
+        """Name each bad variable with pydantic's reason, leaving out the value it was given."""
+        lines = []
+        for err in exc.errors(include_url=False, include_input=False, include_context=False):
+            name = "ORCH_" + "_".join(str(part) for part in err["loc"][:1]).upper()
+            message = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(message if message.startswith(name) else f"{name}: {message}")
+        return cls("; ".join(lines))
 
 
 def _split(value: Any) -> Any:
@@ -26,8 +42,14 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore")
 
+    # One Redis, or redis+sentinel://h1,h2,h3/service[/db] (see orchestrator.redis_url).
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_max_connections: int = Field(default=64, ge=4)
+    # Acknowledged means replicated: a write is acknowledged (to a client, or the outbox entry it
+    # came from) only once this many replicas hold it (Redis WAIT); 0 adds nothing to any write.
+    redis_min_replicas_ack: int = Field(default=0, ge=0, le=16)
+    # How long a write waits for those replicas before the client gets 503 (the write may exist).
+    redis_replicas_ack_timeout_seconds: float = Field(default=1.0, gt=0, le=5)
     # "tenant:key,tenant:key"; keys made by `orchestrator keys create` live hashed in Redis.
     api_keys: tuple[tuple[str, str], ...] = ()
     flows: tuple[str, ...] = ()
@@ -72,6 +94,12 @@ class Settings(BaseSettings):
     queue_name: str = "orch:queue"
     log_level: str = "INFO"
     log_format: Literal["text", "json", "short"] = "text"
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        parse_redis_url(value)  # RedisURLError: one line, never the password
+        return value
 
     @field_validator("flows", "webhook_retry_schedule", "webhook_probe_schedule", mode="before")
     @classmethod
@@ -128,12 +156,26 @@ class Settings(BaseSettings):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Build settings from ``ORCH_<FIELD>`` variables of `environ` (default: ``os.environ``)."""
+        """Build settings from ``ORCH_<FIELD>`` variables of `environ` (default: ``os.environ``).
+
+        Raises ConfigurationError, whose message names each bad variable and never shows a value.
+        """
         env = os.environ if environ is None else environ
         values = {
             name: env[f"ORCH_{name.upper()}"] for name in cls.model_fields if f"ORCH_{name.upper()}" in env
         }
-        return cls.model_validate(values)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise ConfigurationError.of(exc) from None
+
+    @property
+    def replication(self) -> Replication:
+        """How many replicas must confirm a write before it is acknowledged (``WAIT``)."""
+        return Replication(
+            replicas=self.redis_min_replicas_ack,
+            timeout_ms=max(1, round(self.redis_replicas_ack_timeout_seconds * 1000)),
+        )
 
     @property
     def dispatcher(self) -> DispatcherSettings:
@@ -150,6 +192,7 @@ class Settings(BaseSettings):
             failed_retention_seconds=self.webhook_failed_retention_seconds,
             ca_bundle=self.webhook_ca_bundle,
             failing_after=self.webhook_failing_after,
+            replication=self.replication,
         )
 
     def to_env(self) -> dict[str, str]:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -49,6 +50,34 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def replicated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, RedisServer]]:
+    """A primary and one replica (which `DEBUG SLEEP` can hold back), synced before use."""
+    primary = RedisServer(extra=("--repl-diskless-sync-delay", "0"))
+    primary.start()
+    replica = RedisServer(
+        extra=(
+            *("--replicaof", "127.0.0.1", str(primary.port)),
+            *("--dir", str(tmp_path_factory.mktemp("replica"))),
+            *("--enable-debug-command", "local"),
+        )
+    )
+    replica.start()
+    try:
+        import redis as sync_redis
+
+        with sync_redis.Redis(port=primary.port) as client:
+            # "online" on the primary's side (after the replica's first ack): only then does WAIT count it
+            deadline = time.monotonic() + 30
+            while client.info("replication").get("slave0", {}).get("state") != "online":
+                assert time.monotonic() < deadline, "the test replica did not sync"
+                time.sleep(0.02)
+        yield primary, replica
+    finally:
+        replica.stop()
+        primary.stop()
 
 
 def make_settings(redis_url: str, **overrides: Any) -> Settings:

@@ -62,10 +62,13 @@ def _die_with_parent() -> None:
 class RedisServer:
     """One redis-server; with `data_dir` it keeps an append-only file there (and can restart on it)."""
 
-    def __init__(self, *, data_dir: Path | None = None, appendfsync: str = "everysec") -> None:
+    def __init__(
+        self, *, data_dir: Path | None = None, appendfsync: str = "everysec", extra: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.data_dir = data_dir
         self.appendfsync = appendfsync
+        self.extra = extra  # more redis-server arguments (e.g. --replicaof HOST PORT)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -82,7 +85,10 @@ class RedisServer:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             args += ["--dir", str(self.data_dir), "--appendonly", "yes", "--appendfsync", self.appendfsync]
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            [*args, *self.extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while not ping(self.port):

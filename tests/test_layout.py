@@ -20,6 +20,7 @@ FACE = (
     "webhooks.metrics",
     "webhooks.models",
     "webhooks.outbox",
+    "webhooks.replication",
     "webhooks.report",
     "webhooks.settings",
 )

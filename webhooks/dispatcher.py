@@ -247,6 +247,9 @@ class Dispatcher:
                 parsed.append(OutboxEntry.parse(entry_id, fields))
             except MalformedEntry as exc:
                 logger.error("outbox entry %s skipped: %s", entry_id.decode(), exc)
+        # Acknowledged means replicated (when asked): no webhook for a transition a replica may lack;
+        # unconfirmed entries stay pending and are tried again.
+        await self.settings.replication.fence(self.redis, what=f"{len(entries)} outbox entries")
         created = await self.fanout(parsed, ack=(self.settings.group, [e[0] for e in entries]))
         if created:
             self._wake.set()

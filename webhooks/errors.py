@@ -9,7 +9,8 @@ HTTPError                       the shape every API error has (also the orchestr
 ├── ValidationFailed            422 validation_error    (shared; details.fields lists each bad field)
 └── WebhookError                500 internal
     ├── EndpointNotFound        404 not_found
-    └── DeliveryNotFound        404 not_found
+    ├── DeliveryNotFound        404 not_found
+    └── NotReplicated           503 unavailable     (a write not confirmed by enough replicas in time)
 WebhookVerificationError        (receivers: a delivery that does not verify; see signing.py)
 """
 
@@ -94,3 +95,10 @@ class DeliveryNotFound(WebhookError):
 
     status_code = 404
     code = "not_found"
+
+
+class NotReplicated(WebhookError):
+    """A write was not confirmed by the required replicas in time (it may still exist); retry."""
+
+    status_code = 503
+    code = "unavailable"

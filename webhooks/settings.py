@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from webhooks.replication import Replication
+
 DEFAULT_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 # Probes of an automatically disabled endpoint, in seconds after it was disabled (then the last repeats).
 DEFAULT_PROBE_SCHEDULE = (300.0, 1800.0, 3600.0, 3 * 3600.0, 6 * 3600.0)
@@ -54,6 +56,8 @@ class DispatcherSettings:
     # On stop, attempts in flight get this long to finish; the rest are cancelled and, being
     # claimed with a deadline, are simply due again for whichever dispatcher runs next.
     shutdown_grace_seconds: float = 5.0
+    # An outbox entry is acknowledged only once its deliveries are on this many replicas (WAIT).
+    replication: Replication = field(default_factory=Replication)
 
     @property
     def max_attempts(self) -> int:

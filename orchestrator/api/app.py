@@ -143,6 +143,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
         failed_ttl_ms=settings.webhook_failed_retention_seconds * 1000,
         delivered_ttl_ms=settings.webhook_delivered_retention_seconds * 1000,
         catalog=catalog.source(flows),
+        replication=settings.replication,
     )
 
     @asynccontextmanager
@@ -166,6 +167,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Starlett
                 lease_seconds=settings.lease_seconds,
                 requeue_after_seconds=settings.requeue_after_seconds,
                 clock=clock.now,
+                replication=settings.replication,
             ),
             keyring=KeyRing(settings.api_keys, redis),
             waiters=waiters,

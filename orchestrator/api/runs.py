@@ -31,7 +31,8 @@ from orchestrator.models import (
     RunCreate,
 )
 from orchestrator.runs.listing import page as list_page
-from orchestrator.runs.store import NewRun, RunStore
+from orchestrator.runs.store import RunStore
+from orchestrator.runs.stored import NewRun
 from orchestrator.settings import Settings
 from webhooks.api.apidoc import PAGING, Param, links_to, operation
 from webhooks.api.inputs import (

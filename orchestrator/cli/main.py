@@ -54,12 +54,13 @@ class LazyGroup(click.Group):
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Run flows on arq and report every status change by signed webhooks."""
-    from orchestrator.settings import Settings
+    from orchestrator.settings import ConfigurationError, Settings
 
     try:
         settings = Settings.from_env()
-    except Exception as exc:  # a bad ORCH_* value: say which, exit 2
-        raise click.UsageError(f"bad configuration: {exc}") from None
+    except ConfigurationError as exc:  # a bad ORCH_* value: one line naming it (never its value), exit 2
+        click.echo(f"error: bad configuration: {exc}", err=True)
+        ctx.exit(2)
     from orchestrator.logs import configure
 
     configure(level=settings.log_level, fmt=settings.log_format)

@@ -111,20 +111,29 @@ def keys_create(ctx: click.Context, tenant: str, redis_url: str | None) -> None:
     from orchestrator.api.auth import create_key
     from orchestrator.connections import redis_from_settings
     from orchestrator.dev.state import running
+    from orchestrator.redis_url import RedisURLError, mask, parse
 
     settings = settings_of(ctx)
     if redis_url is None and "ORCH_REDIS_URL" not in os.environ:
         stack = running()
         if stack is not None:
             redis_url = stack.redis_url
-            click.echo(f"using the dev stack's Redis at {redis_url} (.data/dev/stack.json)", err=True)
+            click.echo(f"using the dev stack's Redis at {mask(redis_url)} (.data/dev/stack.json)", err=True)
     if redis_url is not None:
+        try:
+            parse(redis_url)
+        except RedisURLError as exc:
+            click.echo(f"error: {str(exc).replace('ORCH_REDIS_URL', '--redis-url', 1)}", err=True)
+            sys.exit(2)
         settings = settings.model_copy(update={"redis_url": redis_url})
 
     async def run() -> str:
-        redis = redis_from_settings(settings)
+        redis = redis_from_settings(settings)  # one Redis or a Sentinel service, like every process
         try:
-            return await create_key(redis, tenant)
+            key = await create_key(redis, tenant)
+            # Printed once and never again: with ORCH_REDIS_MIN_REPLICAS_ACK it must outlive a failover.
+            await settings.replication.fence(redis, what="the new key")
+            return key
         finally:
             await redis.aclose()
 

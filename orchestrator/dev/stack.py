@@ -29,6 +29,7 @@ from orchestrator.dev.children import Children, child_env
 from orchestrator.dev.embedded import EmbeddedRedis, RedisNotFound, free_port
 from orchestrator.dev.state import TENANT, DevStack, dev_key, forget, running
 from orchestrator.flows import FlowModuleError, load_registry
+from orchestrator.redis_url import mask
 from orchestrator.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -149,7 +150,7 @@ def banner(
     url: str, settings: Settings, key: str, data_dir: Path, embedded: bool, flow_ids: list[str]
 ) -> str:
     """What `orchestrator dev` prints once the stack answers."""
-    redis = settings.redis_url + (f" (embedded; data in {data_dir})" if embedded else "")
+    redis = mask(settings.redis_url) + (f" (embedded; data in {data_dir})" if embedded else "")
     activate = (
         "source .venv/bin/activate"
         if Path(".venv/bin/activate").exists()

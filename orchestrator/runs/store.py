@@ -8,7 +8,6 @@ re-reads and re-plans, so racing writers (a cancel against a success) end with e
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,9 +20,11 @@ from orchestrator.runs import keys
 from orchestrator.runs.leases import Leases
 from orchestrator.runs.plans import next_attempt_plan, queued_plan, terminal_plan
 from orchestrator.runs.states import advance
-from orchestrator.runs.stored import READ_RUN, STORED_FIELDS, Stored, parse_stored
+from orchestrator.runs.stored import READ_RUN, STORED_FIELDS, NewRun, Stored, parse_stored
 from orchestrator.runs.transition import COMMITTED, LEASE_RENEWED, Deadline, Plan, Transitions, log_commit
 from webhooks.compression import expand
+from webhooks.errors import NotReplicated
+from webhooks.replication import Replication
 
 S = ExecutionStatus
 _CHUNK = 200  # creates per pipelined round trip
@@ -49,16 +50,6 @@ def _to_ms_precision(at: datetime) -> datetime:
     return at.replace(microsecond=at.microsecond - at.microsecond % 1000)
 
 
-@dataclass
-class NewRun:
-    """One execution to create."""
-
-    input_json: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-    webhook_json: str | None = None
-    run_id: str | None = None
-
-
 class RunStore:
     """Reads and writes executions; nothing else writes a run's status."""
 
@@ -71,14 +62,23 @@ class RunStore:
         lease_seconds: float,
         requeue_after_seconds: float,
         clock: Callable[[], datetime] = utcnow,
+        replication: Replication | None = None,
+        strict: bool = True,
     ) -> None:
+        """`replication` and `strict`: see ``runs.transition.Transitions`` (strict for the API)."""
         self.redis = redis
         self.queue_name = queue_name
         self.retention_ms = retention_seconds * 1000
         self.lease_ms = int(lease_seconds * 1000)
         self.requeue_ms = int(requeue_after_seconds * 1000)
         self._clock = clock
-        self.transitions = Transitions(redis, queue_name=queue_name, retention_ms=self.retention_ms)
+        self.transitions = Transitions(
+            redis,
+            queue_name=queue_name,
+            retention_ms=self.retention_ms,
+            replication=replication,
+            strict=strict,
+        )
         self.leases = Leases(redis, lease_seconds=lease_seconds, requeue_after_seconds=requeue_after_seconds)
         self._save_partial = redis.register_script(SAVE_PARTIAL)
         self._read = redis.register_script(READ_RUN)
@@ -233,7 +233,18 @@ class RunStore:
                         hook=plan.hook,
                         pipe=pipe,
                     )
+                replication = self.transitions.replication
+                if replication.enabled:  # WAIT on the creates' own connection: no extra round trip
+                    replication.queue(pipe)
                 results = await pipe.execute()
+            if replication.enabled:
+                what = f"{len(plans)} created runs"
+                try:
+                    replication.check(results.pop(), what=what)
+                    if not all(int(r) == COMMITTED for r in results):  # a replay: made on another connection
+                        await replication.fence(self.redis, what=what)
+                except NotReplicated as exc:
+                    self.transitions.confirmed(exc, what=what)
             for plan, result in zip(plans, results, strict=True):
                 if int(result) == COMMITTED:
                     log_commit(plan)

@@ -1,4 +1,5 @@
-"""What a run is stored as: its hash's fields and its event log, read back as a :class:`Stored`.
+"""What a run is stored as: its hash's fields and its event log, read back as a :class:`Stored`; and
+:class:`NewRun`, one execution to create.
 
 The run hash holds the fields scripts compare (status, sequence, attempt, tenant, the lease holder)
 and the hidden ones (input, partial output, the run's own webhook); the execution's JSON itself is
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator import events
@@ -64,3 +65,13 @@ def parse_stored(raw: Sequence[bytes | None]) -> Stored | None:
         webhook_json=text[3],
         handbacks=int(text[4] or 0),
     )
+
+
+@dataclass
+class NewRun:
+    """One execution to create."""
+
+    input_json: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    webhook_json: str | None = None
+    run_id: str | None = None

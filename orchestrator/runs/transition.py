@@ -25,9 +25,11 @@ from orchestrator import events
 from orchestrator.models import Execution, ExecutionStatus
 from orchestrator.runs import jobs, keys
 from orchestrator.runs.notices import Notice
+from webhooks.errors import NotReplicated
 from webhooks.ids import new_id
 from webhooks.models import to_ms
 from webhooks.outbox import OUTBOX_STREAM, Hook, OutboxEntry
+from webhooks.replication import Replication, shortfall_noted
 
 logger = logging.getLogger(__name__)
 
@@ -319,13 +321,35 @@ def inputs(
 
 
 class Transitions:
-    """Builds and commits transitions for one Redis client."""
+    """Builds and commits transitions for one Redis client.
 
-    def __init__(self, redis: Redis, *, queue_name: str, retention_ms: int) -> None:
+    With ``replication.replicas`` > 0 a commit also waits for that many replicas (WAIT, in the
+    same round trip). A shortfall raises NotReplicated when `strict` (the API: 503, the client
+    retries), else it is logged (a worker: the transition stands on the primary, and one that a
+    failover loses is recovered like a lost worker's, by the lease and the reaper).
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        queue_name: str,
+        retention_ms: int,
+        replication: Replication | None = None,
+        strict: bool = True,
+    ) -> None:
         self.redis = redis
         self.queue_name = queue_name
         self.retention_ms = retention_ms
+        self.replication = replication or Replication()
+        self.strict = strict
         self._script = redis.register_script(TRANSITION)
+
+    def confirmed(self, outcome: int | NotReplicated, *, what: str) -> None:
+        """Act on WAIT's outcome: raise a shortfall (`strict`) or log it."""
+        if isinstance(outcome, NotReplicated) and self.strict:
+            raise outcome
+        shortfall_noted(outcome, what=what)
 
     async def commit(
         self,
@@ -355,9 +379,17 @@ class Transitions:
         if pipe is not None:
             await self._script(keys=key_list, args=args, client=pipe)
             return COMMITTED
-        result = int(await self._script(keys=key_list, args=args))
+        if not self.replication.enabled:
+            result = int(await self._script(keys=key_list, args=args))
+            if result == COMMITTED:
+                log_commit(plan)
+            return result
+        what = f"run {plan.run.id} {plan.event_type}"
+        reply, outcome = await self.replication.script(self.redis, self._script, key_list, args, what=what)
+        result = int(reply)
         if result == COMMITTED:
             log_commit(plan)
+            self.confirmed(outcome, what=what)
         return result
 
 

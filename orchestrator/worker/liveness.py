@@ -33,6 +33,8 @@ from orchestrator.runs.states import advance
 from orchestrator.runs.stored import READ_RUN, STORED_FIELDS, parse_stored
 from orchestrator.runs.transition import COMMITTED, TRANSITION, inputs, log_commit
 from orchestrator.worker.outcomes import timed_out
+from webhooks.errors import NotReplicated
+from webhooks.replication import Replication
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ class Liveness:
     def __init__(
         self,
         *,
-        redis_url: str,
+        connect: Callable[[], sync_redis.Redis],
         lease_ms: int,
         heartbeat_seconds: float,
         queue_name: str,
@@ -66,9 +68,11 @@ class Liveness:
         on_lost: Callable[[list[str]], None],
         stall_seconds: float = 1.0,
         worker_id: str = "",
+        replication: Replication | None = None,
     ) -> None:
         self.worker_id = worker_id
-        self.redis_url = redis_url
+        self.connect = connect  # on this thread, its own connection (it follows a failover too)
+        self.replication = replication or Replication()
         self.lease_ms = lease_ms
         self.heartbeat_seconds = heartbeat_seconds
         self.queue_name = queue_name
@@ -127,7 +131,7 @@ class Liveness:
     # ----- the thread -------------------------------------------------------------------------
 
     def _main(self) -> None:
-        client = sync_redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        client = self.connect()
         heartbeat = client.register_script(HEARTBEAT)
         transition = client.register_script(TRANSITION)
         present = client.register_script(PRESENT)
@@ -232,6 +236,10 @@ class Liveness:
             )
             if int(script(keys=key_list, args=args)) == COMMITTED:
                 log_commit(plan)
+                try:
+                    self.replication.fence_sync(client, what=f"run {held.run_id} timeout")
+                except NotReplicated as exc:  # it stands on the primary; a lost one is reaped later
+                    logger.warning("%s", exc.message)
                 logger.warning(
                     "run %s attempt %d ended timeout from the liveness thread (the event loop is blocked)",
                     held.run_id,

@@ -16,7 +16,7 @@ from arq.connections import ArqRedis, create_pool
 from arq.worker import Worker, func
 from redis.exceptions import RedisError
 
-from orchestrator.connections import arq_settings
+from orchestrator.connections import arq_pool, arq_settings, sync_client
 from orchestrator.flows import Isolation, Registry
 from orchestrator.runs import keys
 from orchestrator.runs.jobs import JOB_FUNCTION
@@ -56,8 +56,15 @@ class WakingWorker(Worker):
     not counted as lost). A second SIGTERM or SIGINT hands them back at once.
     """
 
-    def __init__(self, *args: Any, shutdown_grace: float = 25.0, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        shutdown_grace: float = 25.0,
+        connect: Callable[..., ArqRedis] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.connect = connect
         self.wake = asyncio.Event()
         self.shutdown_grace = shutdown_grace
         self._stop_requested = False
@@ -97,13 +104,16 @@ class WakingWorker(Worker):
     async def main(self) -> None:
         """arq's main loop with an interruptible poll sleep, then the drain."""
         if self._pool is None:
-            self._pool = await create_pool(
-                self.redis_settings,
-                job_deserializer=self.job_deserializer,
-                job_serializer=self.job_serializer,
-                default_queue_name=self.queue_name,
-                expires_extra_ms=self.expires_extra_ms,
-            )
+            options: dict[str, Any] = {
+                "job_deserializer": self.job_deserializer,
+                "job_serializer": self.job_serializer,
+                "default_queue_name": self.queue_name,
+                "expires_extra_ms": self.expires_extra_ms,
+            }
+            if self.connect is None:
+                self._pool = await create_pool(self.redis_settings, **options)
+            else:  # ours: it follows a Sentinel failover, with the Sentinels' password and TLS
+                self._pool = await self._connected(self.connect(**options))
         logger.info("worker starting for %s", ", ".join(self.functions))
         self.ctx["redis"] = self.pool
         if self.on_startup:
@@ -130,6 +140,20 @@ class WakingWorker(Worker):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.poll_delay_s)
         await self._drain()
+
+    async def _connected(self, pool: ArqRedis, tries: int = 5) -> ArqRedis:
+        """`pool` once it answers PING, retrying as arq's own pool does (then the error is raised)."""
+        for n in range(tries):
+            try:
+                await pool.ping()
+                return pool
+            except (RedisError, OSError) as exc:
+                if n == tries - 1:
+                    await pool.aclose()
+                    raise
+                logger.warning("worker cannot reach Redis (%s); %d more tries", exc, tries - 1 - n)
+                await asyncio.sleep(1.0)
+        return pool
 
     async def _drain(self) -> None:
         running = [t for t in self.tasks.values() if not t.done()]
@@ -213,6 +237,8 @@ def build_worker(
             lease_seconds=settings.lease_seconds,
             requeue_after_seconds=settings.requeue_after_seconds,
             clock=clock.now,
+            replication=settings.replication,
+            strict=False,  # a shortfall is logged: the worker answers no client (see Transitions)
         )
         metrics = MetricsBuffer(pool)
         await clock.sync(pool)
@@ -234,7 +260,8 @@ def build_worker(
             closers.append(pool_executor.close)
         runner = Runner(store, registry, executors=executors, metrics=metrics, holder=channel)
         liveness = Liveness(
-            redis_url=settings.redis_url,
+            connect=lambda: sync_client(settings),
+            replication=settings.replication,
             lease_ms=store.lease_ms,
             heartbeat_seconds=settings.heartbeat_seconds,
             queue_name=settings.queue_name,
@@ -297,6 +324,7 @@ def build_worker(
             func(execute_run, name=JOB_FUNCTION, timeout=registry.max_timeout + JOB_TIMEOUT_MARGIN)
         ],
         "redis_settings": arq_settings(settings),
+        "connect": lambda **options: arq_pool(settings, **options),
         "queue_name": settings.queue_name,
         "max_jobs": settings.worker_max_jobs,
         "poll_delay": settings.worker_poll_delay,

@@ -87,11 +87,12 @@ class Stack:
 
 @contextlib.asynccontextmanager
 async def stack(
-    tmp_path: Path, *, redis: EmbeddedRedis | None = None, **overrides: Any
+    tmp_path: Path, *, redis: EmbeddedRedis | None = None, redis_url: str | None = None, **overrides: Any
 ) -> AsyncIterator[tuple[Stack, EmbeddedRedis]]:
-    """A private redis-server (unless given) and a Stack on it; everything is stopped at the end."""
+    """A private redis-server (unless given, or `redis_url` names one) and a Stack on it; all stopped."""
     server = redis or EmbeddedRedis()
-    server.start()
+    if redis_url is None:
+        server.start()
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
     defaults: dict[str, Any] = {
@@ -100,7 +101,7 @@ async def stack(
         "webhook_retry_schedule": (0.2, 0.5, 1.0, 1.0, 1.0, 2.0, 2.0),
         "webhook_timeout": 2.0,
     }
-    settings = make_settings(server.url, **(defaults | overrides))
+    settings = make_settings(redis_url or server.url, **(defaults | overrides))
     procs = Stack(settings, logs)
     try:
         yield procs, server

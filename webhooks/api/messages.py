@@ -54,6 +54,10 @@ class MessageRoutes(ABC):
         """None for an empty body, else :meth:`body`'s model."""
 
     @abstractmethod
+    async def replicated(self, what: str) -> None:
+        """Return once the writes made so far are on the required replicas (503 if not in time)."""
+
+    @abstractmethod
     def event_types(self, flow_ids: Sequence[str] | None = None) -> list[EventType]:
         """Every event type of the catalog, narrowed to `flow_ids` where the mounting app supplies that."""
 
@@ -96,6 +100,7 @@ class MessageRoutes(ABC):
                     "eventType", f"unknown event type: {options.event_type[:100]}", "enum"
                 )
         message_id = await deliveries.send_test(endpoint, now_ms=now_ms(), event=event)
+        await self.replicated(f"message {message_id}")
         return JSONResponse({"messageId": message_id}, status_code=202)
 
     @operation(
@@ -137,6 +142,7 @@ class MessageRoutes(ABC):
         message_id = request.path_params["message_id"]
         if not is_valid(message_id, "msg") or not await deliveries.requeue(message_id, endpoint.id):
             raise DeliveryNotFound(f"no message {message_id} for endpoint {endpoint.id}")
+        await self.replicated(f"message {message_id}")
         return JSONResponse({"messageId": message_id, "status": "pending"}, status_code=202)
 
     @operation(
@@ -156,6 +162,7 @@ class MessageRoutes(ABC):
         if since.tzinfo is None:
             raise ValidationFailed.field("since", "must include a time zone (e.g. Z)", "datetime")
         count = await deliveries.recover(endpoint.id, int(since.timestamp() * 1000))
+        await self.replicated(f"{count} recovered messages")
         return JSONResponse({"count": count}, status_code=202)
 
     @operation(

@@ -46,6 +46,7 @@ from webhooks.models import (
     SecretOut,
 )
 from webhooks.outbox import Hook
+from webhooks.replication import Replication
 from webhooks.report import DeliveryReport, SentMessage, delivery_report
 from webhooks.signing import WebhookVerificationError, parse_secret
 
@@ -82,6 +83,7 @@ class WebhookAPI(MessageRoutes):
         failed_ttl_ms: int,
         delivered_ttl_ms: int,
         catalog: CatalogSource | None = None,
+        replication: Replication | None = None,
     ) -> None:
         """Configure the routes.
 
@@ -96,6 +98,7 @@ class WebhookAPI(MessageRoutes):
             failed_ttl_ms, delivered_ttl_ms: how long delivery rows are kept, by outcome.
             catalog: the mounting app's event types, narrowed to filter values (``webhooks.catalog``);
                 the service's own (webhook.test, operational events) are added to them.
+            replication: replicas that must hold a write before it is answered (else 503).
         """
         self.authenticate = authenticate
         self.max_body_bytes = max_body_bytes
@@ -108,10 +111,13 @@ class WebhookAPI(MessageRoutes):
         self.failed_ttl_ms = failed_ttl_ms
         self.delivered_ttl_ms = delivered_ttl_ms
         self.catalog = catalog
+        self.replication = replication or Replication()
         self._stores: tuple[EndpointStore, DeliveryStore] | None = None
+        self._redis: Redis | None = None
 
     def open(self, redis: Redis) -> None:
         """Bind the stores to the app's Redis client (from its lifespan, before any request)."""
+        self._redis = redis
         self._stores = (
             EndpointStore(redis),
             DeliveryStore(redis, failed_ttl_ms=self.failed_ttl_ms, delivered_ttl_ms=self.delivered_ttl_ms),
@@ -138,6 +144,11 @@ class WebhookAPI(MessageRoutes):
             default_events=self.default_events,
             coalesced_events=self.coalesced_events,
         )
+
+    async def replicated(self, what: str) -> None:
+        """Return once the writes made so far are on the required replicas (503 if not in time)."""
+        if self.replication.enabled and self._redis is not None:
+            await self.replication.fence(self._redis, what=what)
 
     async def body(self, request: Request, model: type[M]) -> M:
         """Read and validate the body as `model` (422 lists each bad field)."""
@@ -215,6 +226,7 @@ class WebhookAPI(MessageRoutes):
             headers=body.headers,
             ordering=(body.ordering or Ordering.none).value,
         )
+        await self.replicated(f"endpoint {endpoint.id}")
         return render(EndpointOut.of(endpoint, with_secret=True), 201)
 
     @operation(
@@ -270,6 +282,7 @@ class WebhookAPI(MessageRoutes):
         if "ordering" in changes:
             changes["ordering"] = Ordering(changes["ordering"]).value
         endpoint = await endpoints.update(endpoint_id, tenant=tenant, changes=changes)
+        await self.replicated(f"endpoint {endpoint_id}")
         return render(EndpointOut.of(endpoint))
 
     @operation(summary="Delete an endpoint", tag="Webhooks", responses={204: None}, errors=(401, 404, 503))
@@ -278,6 +291,7 @@ class WebhookAPI(MessageRoutes):
         tenant = await self.authenticate(request)
         endpoints, _ = self.stores(request)
         await endpoints.delete(request.path_params["endpoint_id"], tenant=tenant)
+        await self.replicated("the deleted endpoint")
         return Response(status_code=204)
 
     @operation(
@@ -294,6 +308,7 @@ class WebhookAPI(MessageRoutes):
         tenant = await self.authenticate(request)
         endpoints, _ = self.stores(request)
         secret = await endpoints.rotate_secret(request.path_params["endpoint_id"], tenant=tenant)
+        await self.replicated("the new secret")
         return JSONResponse({"secret": secret})
 
     @operation(
@@ -305,7 +320,9 @@ class WebhookAPI(MessageRoutes):
         """``GET /v1/webhooks/default-secret``: signs the one-run webhooks given at run creation."""
         tenant = await self.authenticate(request)
         endpoints, _ = self.stores(request)
-        return JSONResponse({"secret": await endpoints.default_secret(tenant)})
+        secret = await endpoints.default_secret(tenant)
+        await self.replicated("the default secret")  # made on first use: it must outlive a failover
+        return JSONResponse({"secret": secret})
 
     @operation(
         summary="Rotate the tenant's default secret (every one rotated out within 24 h signs beside it)",
@@ -318,7 +335,9 @@ class WebhookAPI(MessageRoutes):
         seconds); the old one signs beside it for 24 h. 409 ``conflict`` at ``MAX_PREVIOUS_SECRETS``."""
         tenant = await self.authenticate(request)
         endpoints, _ = self.stores(request)
-        return JSONResponse({"secret": await endpoints.rotate_default_secret(tenant)})
+        secret = await endpoints.rotate_default_secret(tenant)
+        await self.replicated("the new default secret")
+        return JSONResponse({"secret": secret})
 
     @operation(
         summary="The event-type catalog: every type with the JSON Schema of its body and an example",

@@ -58,6 +58,7 @@ async def retry(request: Request) -> Response:
     message_id: str = request.path_params["message_id"]
     if not is_valid(message_id, "msg") or not await deliveries.requeue(message_id, endpoint.id):
         raise DeliveryNotFound(f"no message {message_id} for endpoint {endpoint.id}")
+    await state.webhooks.replicated(f"message {message_id}")
     if "hx-request" in request.headers:
         items, _ = await deliveries.page(endpoint.id, status=None, limit=1, cursor=_after(message_id))
         item = next((i for i in items if i.id == message_id), None)
@@ -88,4 +89,5 @@ async def recover(request: Request) -> Response:
     if since.tzinfo is None:
         since = since.replace(tzinfo=UTC)
     count = await deliveries.recover(endpoint.id, int(since.timestamp() * 1000))
+    await state.webhooks.replicated(f"{count} recovered messages")
     return redirect(f"{BASE}/endpoints/{endpoint.id}/deliveries?done=recovered&count={count}")

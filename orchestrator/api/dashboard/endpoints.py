@@ -98,6 +98,7 @@ async def create(request: Request) -> Response:
         flow_ids=body.flow_ids or [],
         description=body.description,
     )
+    await state.webhooks.replicated(f"endpoint {endpoint.id}")  # as the API: acknowledged = replicated
     return page(
         request, "secret.html", who=who, status=201, endpoint=endpoint, secret=endpoint.secret, created=True
     )
@@ -162,6 +163,7 @@ async def change(request: Request) -> Response:
         return await _show(request, who, shown, problems=_problems(exc), status=422)
     endpoints, _ = state.webhooks.stores()
     await endpoints.update(endpoint.id, tenant=who.tenant, changes=body.model_dump(exclude_unset=True))
+    await state.webhooks.replicated(f"endpoint {endpoint.id}")
     return redirect(f"{BASE}/endpoints/{endpoint.id}?done=saved")
 
 
@@ -173,6 +175,7 @@ async def set_enabled(request: Request) -> Response:
     enabled = form.get("enabled") == "true"
     endpoints, _ = state.webhooks.stores()
     await endpoints.update(endpoint.id, tenant=who.tenant, changes={"enabled": enabled})
+    await state.webhooks.replicated(f"endpoint {endpoint.id}")
     return redirect(f"{BASE}/endpoints/{endpoint.id}?done={'enabled' if enabled else 'disabled'}")
 
 
@@ -183,6 +186,7 @@ async def delete(request: Request) -> Response:
     endpoint = await _endpoint(state, request, who)
     endpoints, _ = state.webhooks.stores()
     await endpoints.delete(endpoint.id, tenant=who.tenant)
+    await state.webhooks.replicated("the deleted endpoint")
     return redirect(f"{BASE}/endpoints")
 
 
@@ -193,6 +197,7 @@ async def rotate(request: Request) -> Response:
     endpoint = await _endpoint(state, request, who)
     endpoints, _ = state.webhooks.stores()
     secret = await endpoints.rotate_secret(endpoint.id, tenant=who.tenant)
+    await state.webhooks.replicated("the new secret")
     return page(request, "secret.html", who=who, endpoint=endpoint, secret=secret, created=False)
 
 
@@ -203,4 +208,5 @@ async def send_test(request: Request) -> Response:
     endpoint = await _endpoint(state, request, who)
     _, deliveries = state.webhooks.stores()
     message_id = await deliveries.send_test(endpoint, now_ms=now_ms())
+    await state.webhooks.replicated(f"message {message_id}")
     return redirect(f"{BASE}/endpoints/{endpoint.id}?done=test&message={message_id}")

@@ -32,7 +32,8 @@ async def scenario_storage(quick: bool) -> Figures:
         per_run = (after - before) / n
         small, large = (10_000, 100_000)
         latency: dict[int, tuple[float, float]] = {}
-        from orchestrator.runs.store import NewRun, RunStore
+        from orchestrator.runs.store import RunStore
+        from orchestrator.runs.stored import NewRun
 
         store = RunStore(
             stack.redis,

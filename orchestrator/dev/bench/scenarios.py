@@ -9,6 +9,7 @@ from orchestrator.dev.bench.cpu import scenario_cpu
 from orchestrator.dev.bench.latency import scenario_get, scenario_isolation, scenario_latency
 from orchestrator.dev.bench.measure import Figures, summarize
 from orchestrator.dev.bench.ordering import scenario_ordering
+from orchestrator.dev.bench.primary import scenario_redis, scenario_replication
 from orchestrator.dev.bench.throughput import scenario_deliveries, scenario_e2e
 
 __all__ = ["SCENARIOS", "Figures", "summarize"]
@@ -23,4 +24,6 @@ SCENARIOS: dict[str, Callable[[bool], Awaitable[Figures]]] = {
     "modes": scenario_modes,
     "cpu": scenario_cpu,
     "ordering": scenario_ordering,
+    "redis": scenario_redis,
+    "replication": scenario_replication,
 }

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 from redis.asyncio import Redis
 
+from orchestrator.connections import redis_from_settings
 from orchestrator.dev.children import Children, child_env
 from orchestrator.dev.embedded import EmbeddedRedis, free_port
+from orchestrator.dev.sentinel import ReplicatedRedis
 from orchestrator.settings import Settings
 
 TENANT, KEY = "bench", "bench-key"
@@ -59,10 +63,20 @@ class Receiver:
 
 
 class Stack:
-    """Redis plus the requested orchestrator processes, started on enter, stopped (by PID) on exit."""
+    """Redis plus the requested orchestrator processes, started on enter, stopped (by PID) on exit.
 
-    def __init__(self, *, api: int = 1, workers: int = 1, dispatchers: int = 0, **overrides: Any) -> None:
-        self.redis_server = EmbeddedRedis()
+    With `replicas` the Redis is a primary with that many replicas and one Sentinel, and every
+    process (the bench's own client too) finds the primary through ``redis+sentinel://``.
+    """
+
+    def __init__(
+        self, *, api: int = 1, workers: int = 1, dispatchers: int = 0, replicas: int = 0, **overrides: Any
+    ) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="orch-bench-") if replicas else None
+        self.group = (
+            ReplicatedRedis(Path(self._folder.name), replicas=replicas, sentinels=1) if self._folder else None
+        )
+        self.redis_server = self.group.primary if self.group is not None else EmbeddedRedis()
         self.counts = (api, workers, dispatchers)
         self.overrides = overrides
         self.children = Children()
@@ -72,9 +86,12 @@ class Stack:
         self.redis: Redis | None = None
 
     async def __aenter__(self) -> Stack:
-        self.redis_server.start()
+        if self.group is not None:
+            await asyncio.to_thread(self.group.start)
+        else:
+            self.redis_server.start()
         values: dict[str, Any] = {
-            "redis_url": self.redis_server.url,
+            "redis_url": self.group.url if self.group is not None else self.redis_server.url,
             "api_keys": ((TENANT, KEY),),
             "flows": ("orchestrator.dev.bench.flows",),
             "webhook_allow_private": True,
@@ -90,7 +107,7 @@ class Stack:
             self.children.orchestrator(f"worker{i}", "worker", env=env, quiet=True)
         for i in range(dispatchers):
             self.children.orchestrator(f"dispatcher{i}", "dispatcher", env=env, quiet=True)
-        self.redis = Redis.from_url(self.redis_server.url)
+        self.redis = redis_from_settings(self.settings)  # the one way every process connects
         if api:
             await asyncio.to_thread(self._wait_ready)
         if workers:
@@ -124,7 +141,12 @@ class Stack:
         if self.redis is not None:
             await self.redis.aclose()
         await asyncio.to_thread(self.children.stop)
-        self.redis_server.stop()
+        if self.group is not None:
+            self.group.stop()
+        else:
+            self.redis_server.stop()
+        if self._folder is not None:
+            self._folder.cleanup()
 
 
 def cpu_seconds(pid: int) -> float:

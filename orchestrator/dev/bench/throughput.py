@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import sys
 import time
+from typing import Any
 
 import aiohttp
 
@@ -40,9 +41,9 @@ async def raw_arq(n: int, *, max_jobs: int, poll_delay: float) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-async def e2e(n: int, *, webhook: bool) -> float:
+async def e2e(n: int, *, webhook: bool, **stack_options: Any) -> float:
     """Runs/s from HTTP create to success of no-op runs (with one endpoint receiving all transitions)."""
-    async with Stack(workers=1, dispatchers=1 if webhook else 0) as stack:
+    async with Stack(workers=1, dispatchers=1 if webhook else 0, **stack_options) as stack:
         assert stack.redis is not None
         receiver = await Receiver(expect=3 * n).start()
         try:
