@@ -206,3 +206,20 @@ async def test_tls_to_the_sentinels_and_the_nodes(tmp_path: Path) -> None:
             await client.aclose()
             await pool.aclose()
             sync.close()
+
+
+def test_commands_are_packed_by_hiredis_exactly_as_redis_py_packs_them() -> None:
+    # Issue 15: the asyncio client packs with hiredis (C); the bytes must be the very same.
+    from redis.asyncio.connection import Connection
+
+    from orchestrator.connections import FailoverConnection
+
+    ours, theirs = FailoverConnection(), Connection()
+    for args in (
+        ("SET", "k", "v"),
+        ("SCRIPT LOAD", "return 1"),
+        (b"CLIENT SETNAME", b"x"),
+        ("EVALSHA", "abc", 2, "k1", "k2", b"\x00packed\x00\xff", 1.5, -3, "é" * 3),
+        ("HSET", "h", "f", "x" * 10_000),
+    ):
+        assert b"".join(ours.pack_command(*args)) == b"".join(theirs.pack_command(*args)), args
