@@ -37,7 +37,23 @@ def dev(ctx: click.Context, port: int, flows: str | None, data_dir: Path | None,
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (every key, median, plus detail).")
 @click.option("--only", multiple=True, help="Run only these scenarios (repeat).")
 @click.option("--repeats", type=int, default=None, help="Repeats per scenario (default 1 quick, 3 full).")
-def bench(quick: bool, as_json: bool, only: tuple[str, ...], repeats: int | None) -> None:
+@click.option(
+    "--workers", type=click.IntRange(1, 64), default=None, help="Workers for the 'cpu' scenario's shape."
+)
+@click.option(
+    "--dispatchers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Dispatchers for the 'cpu' scenario's shape (its CPU per run against one of each).",
+)
+def bench(
+    quick: bool,
+    as_json: bool,
+    only: tuple[str, ...],
+    repeats: int | None,
+    workers: int | None,
+    dispatchers: int | None,
+) -> None:
     """Measure throughput and latency as ratios against raw arq and raw aiohttp, in one run."""
     import logging
 
@@ -55,5 +71,6 @@ def bench(quick: bool, as_json: bool, only: tuple[str, ...], repeats: int | None
         raise click.BadParameter(
             f"unknown scenario(s) {unknown}; choose from {sorted(SCENARIOS)}", param_hint="--only"
         )
-    result = uvloop.run(run_all(quick=quick, only=only, repeats=repeats or (1 if quick else 3)))
+    shape = {k: v for k, v in (("workers", workers), ("dispatchers", dispatchers)) if v}
+    result = uvloop.run(run_all(quick=quick, only=only, repeats=repeats or (1 if quick else 3), shape=shape))
     show(result, as_json=as_json)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiohttp
 
 from orchestrator.dev.bench.measure import AUTH, Figures, create_runs, pct, until
-from orchestrator.dev.bench.stack import KEY, TENANT, Stack, cpu_seconds
+from orchestrator.dev.bench.stack import KEY, TENANT, Receiver, Stack, cpu_seconds
 from orchestrator.models import ExecutionStatus
 from orchestrator.runs import keys
-from webhooks import OUTBOX_STREAM
+from webhooks import OUTBOX_STREAM, EndpointStore
 
 
 async def scenario_storage(quick: bool) -> Figures:
@@ -30,6 +31,7 @@ async def scenario_storage(quick: bool) -> Figures:
         await until(settled, limit=180, every=0.05)
         after = int((await stack.redis.info("memory"))["used_memory"])
         per_run = (after - before) / n
+        with_webhooks = await _bytes_with_webhooks(stack, n)
         small, large = (10_000, 100_000)
         latency: dict[int, tuple[float, float]] = {}
         from orchestrator.runs.store import RunStore
@@ -69,9 +71,32 @@ async def scenario_storage(quick: bool) -> Figures:
                 latency[size] = (get_ms, list_ms)
     return {
         "redis_bytes_per_run": per_run,
+        "redis_bytes_per_run_with_webhooks": with_webhooks,
         "get_latency_ratio_100k_vs_10k": latency[large][0] / latency[small][0],
         "list_latency_ratio_100k_vs_10k": latency[large][1] / latency[small][1],
     }
+
+
+async def _bytes_with_webhooks(stack: Stack, n: int) -> float:
+    """Redis's used_memory per no-op run whose 3 transitions were delivered to one endpoint: the
+    run, its event log, its messages, deliveries and attempts, listings (before any expiry)."""
+    assert stack.redis is not None
+    redis = stack.redis
+    receiver = await Receiver(expect=3 * n).start()
+    try:
+        await EndpointStore(redis).create(tenant=TENANT, url=receiver.url, events=[], flow_ids=[])
+        await redis.execute_command("MEMORY", "PURGE")
+        before = int((await redis.info("memory"))["used_memory"])
+        await create_runs(stack.url, n)
+
+        async def delivered() -> bool:
+            return receiver.done.is_set() and await redis.xlen(OUTBOX_STREAM) == 0
+
+        await until(delivered, limit=300, every=0.05)
+        await asyncio.sleep(0.5)  # the last attempts' records
+        return (int((await redis.info("memory"))["used_memory"]) - before) / n
+    finally:
+        await receiver.stop()
 
 
 async def scenario_modes(quick: bool) -> Figures:

@@ -64,13 +64,25 @@ async def cpu_per_run(n: int, *, workers: int = 1, dispatchers: int = 1) -> dict
     return out
 
 
-async def scenario_cpu(quick: bool, *, workers: int = 1, dispatchers: int = 1) -> Figures:
-    """``cpu_ms_per_run``, ``cpu_ms_per_delivery`` and how they grow with 4 workers and 3 dispatchers."""
+async def scenario_cpu(quick: bool, *, workers: int | None = None, dispatchers: int | None = None) -> Figures:
+    """``cpu_ms_per_run``, ``cpu_ms_per_delivery`` and how they grow with 4 workers and 3 dispatchers.
+
+    With `workers` and/or `dispatchers` (``orchestrator bench --workers N --dispatchers M``) it
+    measures that shape instead, against one of each: ``cpu_ms_per_run_at_shape`` and
+    ``cpu_per_run_at_shape_vs_1``.
+    """
     n = 1000 if quick else 2000
-    base = await cpu_per_run(n, workers=workers, dispatchers=dispatchers)
-    four = await cpu_per_run(n, workers=4, dispatchers=dispatchers)
-    three = await cpu_per_run(n, workers=workers, dispatchers=3)
+    base = await cpu_per_run(n, workers=1, dispatchers=1)
     figures: Figures = dict(base)
+    if workers or dispatchers:
+        shape = await cpu_per_run(n, workers=workers or 1, dispatchers=dispatchers or 1)
+        figures["cpu_ms_per_run_at_shape"] = shape["cpu_ms_per_run"]
+        figures["cpu_per_run_at_shape_vs_1"] = shape["cpu_ms_per_run"] / max(base["cpu_ms_per_run"], 1e-9)
+        for role in ("worker", "dispatcher"):
+            figures[f"cpu_ms_per_run_{role}_at_shape"] = shape.get(f"cpu_ms_per_run_{role}", 0.0)
+        return figures
+    four = await cpu_per_run(n, workers=4, dispatchers=1)
+    three = await cpu_per_run(n, workers=1, dispatchers=3)
     figures["cpu_per_run_4_workers_vs_1"] = four["cpu_ms_per_run_worker"] / max(
         base["cpu_ms_per_run_worker"], 1e-9
     )
