@@ -224,3 +224,33 @@ async def test_test_message_retry_and_recover_through_the_api(
             assert recovered.status_code == 202 and recovered.json() == {"count": 0}
     finally:
         await receiver.stop()
+
+
+async def test_a_runs_delivery_history_stays_readable_after_its_endpoint_is_deleted(
+    client: httpx.AsyncClient, worker: WakingWorker, redis: Redis
+) -> None:
+    # Issue 18: `webhooks listen` deletes its endpoint when it stops, and the run's report was empty.
+    receiver = await Receiver().start()
+    try:
+        created = (await client.post("/v1/webhooks", json={"url": receiver.url})).json()
+        async with running_dispatcher(redis):
+            run = (await client.post("/v1/flows/echo/runs", json={"input": {"text": "x"}})).json()
+            await wait_for(lambda: len(receiver.requests) == 3, timeout=20)
+
+            async def recorded() -> bool:
+                view = (await client.get(f"/v1/webhooks/{created['id']}/deliveries")).json()["data"]
+                return len(view) == 3 and all(d["status"] == "succeeded" for d in view)
+
+            await wait_for(recorded, timeout=20)
+        assert (await client.delete(f"/v1/webhooks/{created['id']}")).status_code == 204
+        report = (await client.get(f"/v1/runs/{run['id']}/deliveries")).json()
+        [gone] = report["data"]
+        assert gone["endpointId"] == created["id"] and gone["url"] == receiver.url and gone["deletedAt"]
+        assert [e["status"] for e in gone["events"]] == ["succeeded"] * 3
+        assert all(e["attempts"][0]["statusCode"] == 200 for e in gone["events"])
+        # a run made after the deletion shows nothing of it, and the deleted endpoint is not listed
+        later = (await client.post("/v1/flows/echo/runs", json={"input": {"text": "y"}})).json()
+        assert (await client.get(f"/v1/runs/{later['id']}/deliveries")).json()["data"] == []
+        assert (await client.get("/v1/webhooks")).json()["data"] == []
+    finally:
+        await receiver.stop()

@@ -152,6 +152,14 @@ class EndpointStore:
         found = {eid: endpoint_of(raw) for eid, raw in zip(endpoint_ids, rows, strict=True)}
         return {eid: endpoint for eid, endpoint in found.items() if endpoint is not None}
 
+    async def deleted(self, tenant: str) -> list[tuple[str, str, int]]:
+        """The tenant's endpoints deleted within their rows' retention: (id, URL, deleted at ms)."""
+        found = await self.redis.zrange(keys.deleted_endpoints(tenant), 0, -1, withscores=True)
+        if not found:
+            return []
+        urls = await self.redis.hmget(keys.deleted_endpoint_urls(tenant), [i for i, _ in found])
+        return [(i.decode(), (u or b"").decode(), int(at)) for (i, at), u in zip(found, urls, strict=True)]
+
     async def for_tenant(self, tenant: str) -> list[Endpoint]:
         """Every endpoint of `tenant`, oldest first."""
         return (await self.for_tenants([tenant]))[tenant]
@@ -210,12 +218,22 @@ class EndpointStore:
             await dissolve_lanes(self.redis, endpoint_id)  # what waited in lanes goes unordered now
         return await self.get(endpoint_id, tenant=tenant)
 
-    async def delete(self, endpoint_id: str, *, tenant: str) -> None:
-        """Remove the endpoint, its queue and its listings (delivery rows expire on their own)."""
-        await self.get(endpoint_id, tenant=tenant)
+    async def delete(self, endpoint_id: str, *, tenant: str, keep_ms: int = 14 * 24 * 3600 * 1000) -> None:
+        """Remove the endpoint, its queue and its listings. Rows of finished deliveries expire on
+        their own; for `keep_ms` (their retention) the endpoint is remembered as deleted, with its
+        URL, so a run's delivery report still shows what went to it (issue 18)."""
+        endpoint = await self.get(endpoint_id, tenant=tenant)
         await delete_lanes(self.redis, endpoint_id)
         pending = await self.redis.zrange(keys.due(endpoint_id), 0, -1)
+        seconds, micros = await self.redis.time()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000  # Redis's clock, as every label
+        forgotten = await self.redis.zrangebyscore(keys.deleted_endpoints(tenant), "-inf", now_ms - keep_ms)
         async with self.redis.pipeline(transaction=True) as tx:
+            tx.zadd(keys.deleted_endpoints(tenant), {endpoint_id: now_ms})
+            tx.hset(keys.deleted_endpoint_urls(tenant), endpoint_id, endpoint.url)
+            if forgotten:
+                tx.zrem(keys.deleted_endpoints(tenant), *forgotten)
+                tx.hdel(keys.deleted_endpoint_urls(tenant), *forgotten)
             tx.delete(
                 keys.endpoint(endpoint_id),
                 keys.due(endpoint_id),

@@ -24,6 +24,17 @@ def tenant_endpoints(tenant: str) -> str:
     return f"{PREFIX}:t:{tenant}:eps"
 
 
+def deleted_endpoints(tenant: str) -> str:
+    """Sorted set of a tenant's deleted endpoints by deletion time (ms), kept as long as their
+    delivery rows may be: the delivery history of a run stays readable after its endpoint went."""
+    return f"{PREFIX}:t:{tenant}:eps:deleted"
+
+
+def deleted_endpoint_urls(tenant: str) -> str:
+    """Hash of a tenant's deleted endpoints: id -> the URL it had."""
+    return f"{PREFIX}:t:{tenant}:eps:deleted:urls"
+
+
 def default_secret(tenant: str) -> str:
     """The tenant's default secret, which signs one-run webhooks."""
     return f"{PREFIX}:t:{tenant}:default-secret"

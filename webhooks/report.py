@@ -16,7 +16,7 @@ from webhooks import keys
 from webhooks.deliveries import DeliveryStore
 from webhooks.endpoints import EndpointStore
 from webhooks.fanout import hook_wants, matches
-from webhooks.models import Attempt, WireModel
+from webhooks.models import Attempt, Timestamp, WireModel, from_ms
 from webhooks.outbox import Hook
 
 
@@ -52,6 +52,8 @@ class ReportEndpoint(WireModel):
     enabled: bool
     disabled_reason: str | None = None
     run_webhook: bool = False
+    # Set for an endpoint deleted since: what went to it before stays readable (issue 18).
+    deleted_at: Timestamp | None = None
     events: list[ReportEvent]
 
 
@@ -110,7 +112,27 @@ async def delivery_report(
             wanted = hook_wants(m.type, hook.events, default_events)
             checks.append((len(targets) - 1, i, None if wanted else "event type filtered"))
     pairs = [(messages[i].id, targets[t].endpoint_id) for t, i, reason in checks if reason is None]
+    # Endpoints deleted since: listed when a delivery of these messages to them is still kept.
+    gone = await endpoints.deleted(tenant)
+    pairs += [(m.id, endpoint_id) for endpoint_id, _, _ in gone for m in messages]
     rows = await deliveries.rows(pairs)
+    for endpoint_id, url, deleted_ms in gone:
+        found = [
+            (i, rows[(m.id, endpoint_id)]) for i, m in enumerate(messages) if (m.id, endpoint_id) in rows
+        ]
+        if not found:
+            continue
+        targets.append(
+            ReportEndpoint(
+                endpoint_id=endpoint_id,
+                url=url,
+                enabled=False,
+                disabled_reason="deleted",
+                deleted_at=from_ms(deleted_ms),
+                events=[],
+            )
+        )
+        checks += [(len(targets) - 1, i, None) for i, _ in found]
     for t, i, reason in checks:
         m, target = messages[i], targets[t]
         item = ReportEvent(

@@ -155,6 +155,7 @@ def runs_deliveries(execution_id: str, base_url: str | None, api_key: str | None
             return
         rows = table("endpoint", "event", "state", "tries", "last result", "next / why not")
         for ep in report["data"]:
+            where = ep["url"] + (" (deleted)" if ep.get("deletedAt") else "")
             for ev in ep["events"]:
                 if ev["matched"]:
                     state = ev["status"] or "not recorded yet"
@@ -162,7 +163,7 @@ def runs_deliveries(execution_id: str, base_url: str | None, api_key: str | None
                     last = ev["attempts"][-1] if ev["attempts"] else {}
                     result = str(last.get("statusCode") or last.get("error") or "")
                     rows.add_row(
-                        ep["url"],
+                        where,
                         ev["eventType"],
                         state,
                         tries,
@@ -170,7 +171,7 @@ def runs_deliveries(execution_id: str, base_url: str | None, api_key: str | None
                         ev.get("nextAttemptAt") or "",
                     )
                 else:
-                    rows.add_row(ep["url"], ev["eventType"], "[dim]not sent[/]", "", "", ev["reason"])
+                    rows.add_row(where, ev["eventType"], "[dim]not sent[/]", "", "", ev["reason"])
         if not report["data"]:
             console.print(
                 "no endpoint is subscribed to this tenant's events, and the run has no webhook of its own: "

@@ -290,7 +290,7 @@ class WebhookAPI(MessageRoutes):
         """``DELETE /v1/webhooks/{id}``: 204."""
         tenant = await self.authenticate(request)
         endpoints, _ = self.stores(request)
-        await endpoints.delete(request.path_params["endpoint_id"], tenant=tenant)
+        await endpoints.delete(request.path_params["endpoint_id"], tenant=tenant, keep_ms=self.failed_ttl_ms)
         await self.replicated("the deleted endpoint")
         return Response(status_code=204)
 

@@ -185,7 +185,7 @@ async def delete(request: Request) -> Response:
     state = services(request)
     endpoint = await _endpoint(state, request, who)
     endpoints, _ = state.webhooks.stores()
-    await endpoints.delete(endpoint.id, tenant=who.tenant)
+    await endpoints.delete(endpoint.id, tenant=who.tenant, keep_ms=state.webhooks.failed_ttl_ms)
     await state.webhooks.replicated("the deleted endpoint")
     return redirect(f"{BASE}/endpoints")
 
