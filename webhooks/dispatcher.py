@@ -258,13 +258,14 @@ class Dispatcher:
     # ----- due deliveries -> attempts ----------------------------------------------------------
 
     async def _deliver_once(self) -> None:
-        if self._total >= self.settings.linger_in_flight:
-            # Busy: attempts end one by one; claiming for each alone costs a round trip each.
+        per_endpoint = self.settings.per_endpoint_in_flight
+        if self._total >= self.settings.linger_in_flight and max(self._in_flight.values()) < per_endpoint:
+            # Busy: attempts end one by one, and claiming for each alone costs a round trip each.
+            # Not when an endpoint is at its limit: its freed slots would wait idle meanwhile.
             await asyncio.sleep(self.settings.linger_seconds)
         # Cleared before looking, not before sleeping: a wake-up that arrives while we look must
         # cut the next sleep short, or a fresh delivery waits for the idle poll.
         self._wake.clear()
-        per_endpoint = self.settings.per_endpoint_in_flight
         claim = await self.deliveries.claim(
             free=self.settings.max_in_flight - self._total,
             per_endpoint=per_endpoint,

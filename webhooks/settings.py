@@ -42,7 +42,7 @@ class DispatcherSettings:
     idle_poll_seconds: float = field(default=0.05)
     # Under load, wait this long before the next outbox read or claim, so each round trip carries
     # more (issue 15). Only when the last outbox read found entries already waiting, or when this
-    # many attempts are in flight: a quiet dispatcher never waits.
+    # many attempts are in flight and no endpoint is at its limit: a quiet dispatcher never waits.
     linger_seconds: float = 0.002
     linger_in_flight: int = 4
     # An ordered lane's next message waits this long at most for an earlier one of its subject to be
