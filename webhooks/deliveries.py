@@ -117,21 +117,10 @@ class DeliveryStore(DeliveryReads):
         """Keep message bodies for as long as a failed delivery of them may be retried."""
         await self.write(self.save_calls(messages))
 
-    async def schedule(
-        self,
-        entries: Sequence[tuple[str, str, int, str, str]],
-        *,
-        delay_ms: int = 0,
-        status: DeliveryStatus = S.pending,
-        note: str = "",
-        ordered: Collection[str] = (),
-        sequences: Mapping[str, tuple[str, int]] | None = None,
-    ) -> int:
-        """Create deliveries (see :meth:`schedule_calls`); return how many were created."""
-        calls = self.schedule_calls(
-            entries, delay_ms=delay_ms, status=status, note=note, ordered=ordered, sequences=sequences
-        )
-        return sum(int(r) for r in await self.write(calls))
+    async def schedule(self, entries: Sequence[tuple[str, str, int, str, str]]) -> int:
+        """Create pending deliveries, due now, unordered (see :meth:`schedule_calls`, which a fan-out
+        uses for the rest); return how many were created."""
+        return sum(int(r) for r in await self.write(self.schedule_calls(entries)))
 
     def schedule_calls(
         self,

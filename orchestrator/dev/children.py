@@ -21,6 +21,18 @@ def die_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def terminate(proc: subprocess.Popen[bytes] | None, grace: float = 5.0) -> None:
+    """Stop `proc` (None: nothing to do): SIGTERM, then SIGKILL if it is still there after `grace` s."""
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Children:
     """A named set of processes; ``stop()`` ends every one of them, whatever state each is in."""
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from orchestrator.dev.children import die_with_parent
+from orchestrator.dev.children import die_with_parent, terminate
 
 
 class RedisNotFound(RuntimeError):
@@ -107,14 +107,7 @@ class EmbeddedRedis:
 
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL after 5 s)."""
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
     def __enter__(self) -> EmbeddedRedis:

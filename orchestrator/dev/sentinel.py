@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 import redis as sync_redis
 
-from orchestrator.dev.children import die_with_parent
+from orchestrator.dev.children import die_with_parent, terminate
 from orchestrator.dev.embedded import EmbeddedRedis, find_redis_server, free_port
 from orchestrator.redis_url import sentinel_url
 
@@ -104,14 +104,7 @@ class EmbeddedSentinel:
 
     def stop(self) -> None:
         """Stop it (SIGTERM, then SIGKILL)."""
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
 
