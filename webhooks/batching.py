@@ -10,8 +10,10 @@ outcomes of every attempt that ended meanwhile) into one round trip.
 The script's ARGV: 1 the number of calls c, then per call its body's index and its key and argument
 counts, then every call's arguments in order; KEYS are every call's keys in order. It returns the
 list of the calls' results. An error in one call aborts the script there (writes made before it
-stay, as with any script): the calls after it do not run. A body's helpers that read ARGV must take
-it as a parameter (see ``webhooks.alerts.EMIT``): inside a call ``ARGV`` is the call's slice.
+stay, as with any script): the calls after it do not run; an ``isolated`` script answers that
+call's error in its place and runs the others (independent calls, as the attempts :class:`Batch`
+records). A body's helpers that read ARGV must take it as a parameter (see
+``webhooks.alerts.EMIT``): inside a call ``ARGV`` is the call's slice.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 Arg = str | int | bytes
 # One call: the name of its body, its keys, its arguments.
 Call = tuple[str, Sequence[str], Sequence[Arg]]
 
 _DRIVER = """
+local isolated = %s
 local calls = tonumber(ARGV[1])
 local kpos, apos = 1, 2 + 3 * calls
 local results = {}
@@ -36,7 +40,18 @@ for c = 1, calls do
   for i = 1, nk do k[i] = KEYS[kpos + i - 1] end
   for i = 1, na do a[i] = ARGV[apos + i - 1] end
   kpos, apos = kpos + nk, apos + na
-  results[c] = bodies[which](k, a)
+  if isolated then
+    local ok, result = pcall(bodies[which], k, a)
+    if ok then
+      results[c] = result
+    elseif type(result) == 'table' and result.err then
+      results[c] = result
+    else
+      results[c] = redis.error_reply(tostring(result))
+    end
+  else
+    results[c] = bodies[which](k, a)
+  end
 end
 return results
 """
@@ -45,13 +60,17 @@ return results
 class ManyScript:
     """Script bodies by name, run as a list of calls (see the module docstring); `prelude` runs once."""
 
-    def __init__(self, prelude: str, bodies: Mapping[str, str]) -> None:
+    def __init__(self, prelude: str, bodies: Mapping[str, str], *, isolated: bool = False) -> None:
+        """`isolated`: a call that fails answers its own error and the next calls still run (for
+        independent calls batched together); otherwise the first failure stops the script."""
         self.names = list(bodies)
         functions = "".join(
             f"\nbodies[{n}] = function(KEYS, ARGV)\n{body}\nend\n"
             for n, body in enumerate(bodies.values(), 1)
         )
-        self.source = prelude + "\nlocal bodies = {}\n" + functions + _DRIVER
+        self.source = (
+            prelude + "\nlocal bodies = {}\n" + functions + _DRIVER % ("true" if isolated else "false")
+        )
 
     def pack(self, calls: Sequence[Call]) -> tuple[list[str], list[Arg]]:
         """KEYS and ARGV running `calls`; ValueError for a body this script does not have."""
@@ -68,8 +87,9 @@ class ManyScript:
 class Batch:
     """Calls of one body of a :class:`ManyScript` from many tasks, sent together once per tick.
 
-    ``await batch(keys, args)`` returns that call's result. An error fails every call of its round
-    trip (the script stopped at the failing call), so each caller's own retry handling applies.
+    ``await batch(keys, args)`` returns that call's result, or raises its error: with an isolated
+    script only the failing call's; a connection error fails every call of its round trip, and each
+    caller's own retry handling applies.
     """
 
     def __init__(self, redis: Redis, script: ManyScript, body: str, *, max_calls: int = 200) -> None:
@@ -104,7 +124,11 @@ class Batch:
                             future.set_exception(exc)
                     continue
                 for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
+                    if future.done():
+                        continue
+                    if isinstance(result, ResponseError):  # that call's own failure (isolated)
+                        future.set_exception(result)
+                    else:
                         future.set_result(result)
         finally:  # cancelled (the loop is closing): nobody may wait for ever
             for _, future in [*batch, *self._queue]:

@@ -152,9 +152,12 @@ class EndpointStore:
         found = {eid: endpoint_of(raw) for eid, raw in zip(endpoint_ids, rows, strict=True)}
         return {eid: endpoint for eid, endpoint in found.items() if endpoint is not None}
 
-    async def deleted(self, tenant: str) -> list[tuple[str, str, int]]:
-        """The tenant's endpoints deleted within their rows' retention: (id, URL, deleted at ms)."""
-        found = await self.redis.zrange(keys.deleted_endpoints(tenant), 0, -1, withscores=True)
+    async def deleted(self, tenant: str, *, since_ms: int = 0) -> list[tuple[str, str, int]]:
+        """The tenant's endpoints deleted at or after `since_ms` (Redis's ms), within their rows'
+        retention: (id, URL, deleted at ms)."""
+        found = await self.redis.zrangebyscore(
+            keys.deleted_endpoints(tenant), since_ms, "+inf", withscores=True
+        )
         if not found:
             return []
         urls = await self.redis.hmget(keys.deleted_endpoint_urls(tenant), [i for i, _ in found])

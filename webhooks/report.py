@@ -113,7 +113,9 @@ async def delivery_report(
             checks.append((len(targets) - 1, i, None if wanted else "event type filtered"))
     pairs = [(messages[i].id, targets[t].endpoint_id) for t, i, reason in checks if reason is None]
     # Endpoints deleted since: listed when a delivery of these messages to them is still kept.
-    gone = await endpoints.deleted(tenant)
+    # Only those deleted after the first message was made can hold a delivery of it: the rest
+    # (every `webhooks listen` session of the past weeks) are not looked up.
+    gone = await endpoints.deleted(tenant, since_ms=min(m.created_ms for m in messages)) if messages else []
     pairs += [(m.id, endpoint_id) for endpoint_id, _, _ in gone for m in messages]
     rows = await deliveries.rows(pairs)
     for endpoint_id, url, deleted_ms in gone:

@@ -268,7 +268,8 @@ reindex(KEYS[3], KEYS[4], ARGV[7])
 return {1, since, now, heal}
 """
 # Batched (``webhooks.batching.Batch``): one script call records every attempt that ended in a tick.
-RECORD = ManyScript(REINDEX + alerts.EMIT, {"record": RECORD_BODY})
+# Isolated: one record that fails (a corrupt row) leaves the others of its round trip recorded.
+RECORD = ManyScript(REINDEX + alerts.EMIT, {"record": RECORD_BODY}, isolated=True)
 
 # Send a delivery again now, with a fresh retry schedule. KEYS: 1 delivery, 2 log, 3 due queue,
 # 4 due index, 5 listing pending, 6 listing succeeded, 7 listing failed, 8 (unused), 9 (unused),

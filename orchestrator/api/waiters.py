@@ -101,6 +101,7 @@ class Waiters:
         self._idle_since: dict[str, float] = {}
         self._taps: set[Tap] = set()
         self._taps_idle_since: float | None = None
+        self._late: set[str] = set()  # channels whose waiters must re-read once confirmed
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
 
@@ -182,10 +183,16 @@ class Waiters:
                     await self._pubsub.subscribe(channel)
             except Exception as exc:  # the listener reconnects; waiters re-read when it is back
                 self._confirming.pop(channel, None)
+                pending.set_result(None)  # others waiting on this confirmation go on at once
                 logger.debug("subscribe %s failed: %s", channel, exc)
                 return
-        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+        try:
+            # shielded: a request cancelled meanwhile (its client left) does not cancel the others'
             await asyncio.wait_for(asyncio.shield(pending), CONFIRM_SECONDS)
+        except TimeoutError:
+            # The request reads now anyway; when the confirmation does come, its channel's waiters
+            # are woken to read again (a transition may have fallen between).
+            self._late.add(channel)
 
     def _wake_all(self) -> None:
         for tap in self._taps:
@@ -195,6 +202,16 @@ class Waiters:
                 # Unknown: what happened while we were not listening. Waiters must re-read.
                 waiter.status = None
                 waiter.event.set()
+
+    def _wake_channel(self, channel: str) -> None:
+        """Let everyone hearing `channel` re-read: what was published before it was confirmed is unknown."""
+        if channel == EVERY_RUN:
+            for tap in self._taps:
+                tap.add(None)
+            return
+        for waiter in self._by_run.get(keys.run_of_channel(channel) or "", ()):
+            waiter.status = None
+            waiter.event.set()
 
     def notify(self, run_id: str, status: str, sequence: int) -> None:
         """Wake the waiters of `run_id`."""
@@ -223,6 +240,9 @@ class Waiters:
             pending = self._confirming.pop(channel, None)
             if pending is not None and not pending.done():
                 pending.set_result(None)
+            if channel in self._late:
+                self._late.discard(channel)
+                self._wake_channel(channel)
         elif kind in ("unsubscribe", "punsubscribe"):
             self._active.discard(channel)
 
@@ -235,7 +255,9 @@ class Waiters:
             if now - since > LINGER_SECONDS and r not in self._by_run
         ]
         for run_id in stale:
-            del self._idle_since[run_id]
+            # a waiter may have come back for it while an earlier unsubscribe was awaited
+            if self._idle_since.pop(run_id, None) is None or run_id in self._by_run:
+                continue
             channel = keys.run_channel(run_id)
             if channel in self._active:
                 self._active.discard(channel)  # from now on a new waiter subscribes again
@@ -258,12 +280,15 @@ class Waiters:
                     channels = [keys.run_channel(r) for r in self._by_run]
                     for channel in channels:
                         self._confirming.setdefault(channel, asyncio.get_running_loop().create_future())
+                    self._late.update(channels)  # woken again once confirmed (see below)
                     await pubsub.subscribe(*channels)
                 if self._taps:
                     self._confirming.setdefault(EVERY_RUN, asyncio.get_running_loop().create_future())
+                    self._late.add(EVERY_RUN)
                     await pubsub.psubscribe(EVERY_RUN)
                 self.subscribed.set()
-                # Anything published while we were not subscribed was missed: let waiters re-read.
+                # Anything published while we were not subscribed was missed: let waiters re-read
+                # now, and again as each channel's subscription is confirmed.
                 self._wake_all()
                 last_linger = time.monotonic()
                 while True:

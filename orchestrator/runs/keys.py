@@ -26,6 +26,14 @@ def run_channel(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:notices"
 
 
+def run_of_channel(channel: str) -> str | None:
+    """The run id of a :func:`run_channel` name; None for another channel."""
+    head, _, rest = channel.partition(f"{PREFIX}:run:")
+    if head or not rest.endswith(":notices"):
+        return None
+    return rest.removesuffix(":notices")
+
+
 def worker_channel(worker_id: str) -> str:
     """Pub/sub channel of one worker: notices of the runs it holds (a cancel, a take-over)."""
     return f"{PREFIX}:w:{worker_id}"

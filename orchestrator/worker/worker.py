@@ -194,9 +194,12 @@ async def _wake_on_enqueue(worker: WakingWorker, pool: ArqRedis, stop: asyncio.E
     """
     delay = 0.1
     while not stop.is_set():
-        if worker.job_counter >= worker.max_jobs or not worker.allow_pick_jobs:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(worker.wake.wait(), 0.2)
+        if not worker.allow_pick_jobs:
+            return  # stopping (a drain): no run will be taken again
+        if worker.job_counter >= worker.max_jobs:
+            # Full: leave the tokens to the others. Not a wait on `worker.wake`, which stays set
+            # once main() leaves its loop (waiting on it then returned at once: a busy loop).
+            await asyncio.sleep(0.05)
             continue
         try:
             if await pool.blpop([keys.WAKE_LIST], timeout=1):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
+
+import pytest
 from redis.asyncio import Redis
 
-from orchestrator.api.waiters import Tap, Waiters
+from orchestrator.api.waiters import Tap, Waiter, Waiters
 from orchestrator.models import ExecutionStatus as S
 from orchestrator.runs import keys
 from orchestrator.runs.notices import Notice
@@ -57,3 +62,65 @@ async def test_taps_hear_every_run_through_one_pattern_dropped_when_none_is_open
 
 async def _no_pattern(redis: Redis) -> bool:
     return int(await redis.pubsub_numpat()) == 0
+
+
+async def test_a_request_cancelled_while_its_subscription_is_unconfirmed_stops_at_once(redis: Redis) -> None:
+    # Review of issue 15: the confirmation wait swallowed CancelledError, so a request whose client
+    # left went on to its full timeout. A pubsub nobody reads never confirms anything.
+    waiters = Waiters(redis)
+    waiters._pubsub = redis.pubsub()
+    entered = asyncio.Event()
+
+    async def request() -> None:
+        async with waiters.watch("exec_cancelled"):
+            entered.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.get_running_loop().create_task(request())
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert task.cancelled() and not entered.is_set() and time.monotonic() - started < 1.0
+    assert len(waiters) == 0
+    await waiters._pubsub.aclose()
+
+
+async def test_a_confirmation_that_comes_late_wakes_its_waiters_to_read_again(
+    redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.api import waiters as module
+
+    monkeypatch.setattr(module, "CONFIRM_SECONDS", 0.05)
+    waiters = Waiters(redis)
+    waiters._pubsub = redis.pubsub()  # never read: the confirmation times out
+    async with waiters.watch("exec_late") as waiter:
+        assert not waiter.event.is_set()  # the request read after the timeout
+        waiters._on_message({"type": "subscribe", "channel": keys.run_channel("exec_late").encode()})
+        assert waiter.event.is_set() and waiter.status is None  # unknown: read again
+    await waiters._pubsub.aclose()
+
+
+async def test_a_waiter_back_during_the_linger_sweep_keeps_its_channel(redis: Redis) -> None:
+    # Review of issue 15: a waiter arriving while the sweep awaited an unsubscribe made the sweep
+    # raise KeyError, which the listener took for a lost connection (a resubscribe, every waiter woken).
+    waiters = Waiters(redis)
+    pubsub = redis.pubsub()
+    waiters._pubsub = pubsub
+    for run_id in ("exec_a", "exec_b"):
+        waiters._active.add(keys.run_channel(run_id))
+        waiters._idle_since[run_id] = time.monotonic() - 60
+    real = pubsub.unsubscribe
+    back: list[Waiter] = []
+
+    async def unsubscribe(*channels: str) -> None:
+        if not back:  # the other run is waited on again in the middle of the sweep
+            context = waiters.watch("exec_b" if channels[0].endswith("exec_a:notices") else "exec_a")
+            back.append(await context.__aenter__())
+        await real(*channels)
+
+    pubsub.unsubscribe = unsubscribe  # type: ignore[method-assign]
+    await waiters._linger(pubsub)
+    assert len(back) == 1 and keys.run_channel(back[0].run_id) in waiters._active
+    await pubsub.aclose()

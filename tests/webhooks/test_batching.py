@@ -12,17 +12,17 @@ from webhooks.batching import Batch, ManyScript
 
 # 'append': push ARGV[1] on the list KEYS[1] (WRONGTYPE on a string key: the script aborts) and
 # return its length, the call's key and argument counts and the prelude's `now`; 'count': LLEN.
-LISTS = ManyScript(
-    "local now = 7\n",
-    {
-        "append": """
+LISTS_PRELUDE = "local now = 7\n"
+LISTS_BODIES = {
+    "append": """
 if ARGV[1] == 'boom' then redis.call('INCR', KEYS[1]) end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 return {redis.call('LLEN', KEYS[1]), #KEYS, #ARGV, now}
 """,
-        "count": "return redis.call('LLEN', KEYS[1])",
-    },
-)
+    "count": "return redis.call('LLEN', KEYS[1])",
+}
+LISTS = ManyScript(LISTS_PRELUDE, LISTS_BODIES)
+ISOLATED = ManyScript(LISTS_PRELUDE, LISTS_BODIES, isolated=True)
 
 
 async def _evalsha_calls(redis: Redis) -> int:
@@ -69,12 +69,24 @@ async def test_calls_made_in_one_tick_share_one_round_trip(redis: Redis) -> None
     assert [r[0] for r in results[:3]] == [1, 1, 1] and [r[0] for r in results[-3:]] == [10, 10, 10]
 
 
-async def test_an_error_fails_every_call_of_its_round_trip_and_the_next_one_works(redis: Redis) -> None:
+async def test_an_isolated_batch_fails_only_the_failing_call(redis: Redis) -> None:
+    # Review of issue 15: one corrupt row failed every record of its round trip; the records made
+    # before it stood, their callers saw an error, and those after it never ran (sent again later).
+    await redis.set("s", "string")
+    batch = Batch(redis, ISOLATED, "append")
+    outcomes = await asyncio.gather(
+        batch(["e:1"], ["ok"]), batch(["s"], ["boom"]), batch(["e:2"], ["after"]), return_exceptions=True
+    )
+    assert outcomes[0] == [1, 1, 1, 7] and outcomes[2] == [1, 1, 1, 7]
+    assert isinstance(outcomes[1], ResponseError)  # INCR of a string: that call's own error
+    assert await batch(["e:3"], ["fine"]) == [1, 1, 1, 7]
+
+
+async def test_without_isolation_an_error_fails_every_call_of_its_round_trip(redis: Redis) -> None:
     await redis.set("s", "string")
     batch = Batch(redis, LISTS, "append")
-    outcomes = await asyncio.gather(batch(["e:1"], ["ok"]), batch(["s"], ["boom"]), return_exceptions=True)
+    outcomes = await asyncio.gather(batch(["n:1"], ["ok"]), batch(["s"], ["boom"]), return_exceptions=True)
     assert all(isinstance(o, ResponseError) for o in outcomes)
-    assert await batch(["e:3"], ["fine"]) == [1, 1, 1, 7]
 
 
 async def test_a_batch_larger_than_its_cap_goes_in_several_round_trips(redis: Redis) -> None:

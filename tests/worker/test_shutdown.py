@@ -6,6 +6,7 @@ attempt).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from orchestrator.dev.bench.stack import cpu_seconds
 from tests.conftest import tenant_client
 from tests.deadlines import wait_for
 from tests.faults.stack import stack, wait_ready
@@ -31,9 +33,15 @@ async def test_sigterm_lets_a_running_attempt_finish(tmp_path: Path) -> None:
         redis = Redis.from_url(server.url)
         async with redis, tenant_client(base) as http:
             await wait_ready(http)
-            run_id = await create(http, "slow-step", {"seconds": 3})
+            run_id = await create(http, "slow-step", {"seconds": 4})
             await wait_for(lambda: executions(redis, run_id), timeout=10)
             os.kill(worker.pid, signal.SIGTERM)
+            # Draining, the worker waits on its running attempt: it does not spin (review of
+            # issue 15: the wake-up loop busy-looped through the drain, starving async flows).
+            await asyncio.sleep(1.2)  # past the wake-up loop's blocking read (1 s), which then spun
+            before = cpu_seconds(worker.pid)
+            await asyncio.sleep(1.0)  # the window measured, not a synchronisation
+            assert cpu_seconds(worker.pid) - before < 0.5
             done = await ended(http, run_id)
             assert done["status"] == "success" and done["attempt"] == 1
             assert done["metrics"]["stepsRun"] == 2
