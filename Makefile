@@ -44,8 +44,10 @@ pytest: system
 
 test: lint typecheck pytest
 
+# `make dev PORT=0` takes any free port (8000 busy: another stack, another project).
+PORT ?= 8000
 dev: $(RUN_STAMP)
-	$(BIN)/orchestrator dev --demo
+	$(BIN)/orchestrator dev --demo --port $(PORT)
 
 # Refresh docs/screenshots from the dashboard's browser tests (a plain run writes them to /tmp).
 screenshots: system

@@ -109,15 +109,28 @@ def connect(base_url: str | None, api_key: str | None) -> Iterator[Client]:
         sys.exit(EXIT_API)
 
 
-def table(*columns: str, ids: tuple[str, ...] = ()) -> Table:
-    """A table whose `ids` columns are never cut or wrapped (ids are copied from here); the rest fold."""
+def table(*columns: str, ids: tuple[str, ...] = (), short: tuple[str, ...] = ()) -> Table:
+    """A table whose `ids` columns are never cut or wrapped (ids are copied from here), whose `short`
+    columns (a status, a count, a time) keep their words whole; the rest fold."""
     out = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for name in columns:
         if name in ids:
             out.add_column(name, no_wrap=True, min_width=31)
+        elif name in short:
+            out.add_column(name, no_wrap=True)
         else:
             out.add_column(name, overflow="fold")
     return out
+
+
+def wide() -> bool:
+    """Whether the terminal has room for a second id column (about 130 columns)."""
+    return console.width >= 130
+
+
+def clip(text: str, most: int = 48) -> str:
+    """`text` cut to `most` characters with an ellipsis (a long error in a table cell)."""
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def emit(value: Any) -> None:

@@ -10,6 +10,7 @@ import click
 from orchestrator.cli.output import (
     EXIT_API,
     client_options,
+    clip,
     connect,
     console,
     emit,
@@ -17,6 +18,7 @@ from orchestrator.cli.output import (
     explain,
     resolve,
     table,
+    wide,
 )
 from orchestrator.client import APIError
 
@@ -70,6 +72,19 @@ def webhooks_list(base_url: str | None, api_key: str | None, as_json: bool) -> N
         console.print(rows)
 
 
+@webhooks_group.command("delete")
+@click.argument("endpoint_id")
+@client_options
+def webhooks_delete(endpoint_id: str, base_url: str | None, api_key: str | None, as_json: bool) -> None:
+    """Delete an endpoint (what was delivered to it stays in the runs' delivery reports)."""
+    with connect(base_url, api_key) as client:
+        client.webhooks.delete(endpoint_id)
+        if as_json:
+            emit({"id": endpoint_id, "deleted": True})
+            return
+        err_console.print(f"deleted {endpoint_id}")
+
+
 @webhooks_group.command("deliveries")
 @click.argument("endpoint_id")
 @click.option("--status", type=click.Choice(["pending", "succeeded", "failed"]))
@@ -86,22 +101,23 @@ def webhooks_deliveries(
         if as_json:
             emit(items)
             return
-        rows = table(
-            "message",
-            "event",
-            "run",
-            "status",
-            "tries",
-            "last result",
-            "next attempt",
-            ids=("message", "run"),
-        )
+        # The run's id only where it fits beside the message's: ids are never cut (--json has all).
+        with_run = wide()
+        columns = ["message", "event", *(["run"] if with_run else []), "status", "tries", "last result"]
+        rows = table(*columns, "next", ids=("message", "run"), short=("event", "status", "tries", "next"))
         for d in items:
             last = d.attempts[-1] if d.attempts else None
-            result = "" if last is None else str(last.status_code or last.error or "")
+            result = "" if last is None else clip(str(last.status_code or last.error or ""))
             nxt = d.next_attempt_at.strftime("%H:%M:%S") if d.next_attempt_at else ""
+            run = [d.run_id or ""] if with_run else []
             rows.add_row(
-                d.id, d.event_type, d.run_id or "", d.status.value, str(len(d.attempts)), result, nxt
+                d.id,
+                d.event_type.removeprefix("execution."),
+                *run,
+                d.status.value,
+                str(len(d.attempts)),
+                result,
+                nxt,
             )
         console.print(rows)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -21,7 +23,7 @@ import time
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import click
 
@@ -59,17 +61,39 @@ def port_free(port: int) -> bool:
     return True
 
 
-def check_flows(modules: tuple[str, ...]) -> list[str]:
+def check_flows(modules: tuple[str, ...]) -> dict[str, Any]:
     """Import every flows module here first (a broken one is one line, before anything starts).
 
-    Returns the ids of the flows they register.
+    Returns the ids of the flows they register, each with its example input (None if it has none).
     """
     if EXAMPLES.is_dir() and str(EXAMPLES) not in sys.path:
         sys.path.append(str(EXAMPLES))
     try:
-        return [f.id for f in load_registry(modules).all()]
+        return {f.id: f.example for f in load_registry(modules).all()}
     except FlowModuleError as exc:
         raise DevError(str(exc)) from None
+
+
+def try_line(flows: dict[str, Any]) -> str:
+    """The `orchestrator run` line the banner suggests: with an input that works from here."""
+    if not flows:
+        return "orchestrator flows list"
+    flow = "invoice-extraction" if "invoice-extraction" in flows else next(iter(flows))
+    if flow == "invoice-extraction" and Path("examples/invoice.json").is_file():
+        return f"orchestrator run {flow} --input @examples/invoice.json --wait"
+    if flows[flow] is not None:
+        return f"orchestrator run {flow} --input {shlex.quote(json.dumps(flows[flow]))} --wait"
+    return f"orchestrator flows show {flow}     # its input, and a run line to start from"
+
+
+def cli_hint() -> str:
+    """How to get the `orchestrator` command in another terminal, wherever this one runs."""
+    if shutil.which("orchestrator"):
+        return "(the `orchestrator` CLI is on your PATH)"
+    activate = Path(sys.prefix) / "bin" / "activate"
+    if activate.is_file():
+        return f"source {shlex.quote(str(activate))}"
+    return "alias orchestrator='python -m orchestrator'"
 
 
 def _pipe(name: str, stream: IO[bytes], ready: tuple[str, threading.Event] | None) -> None:
@@ -147,16 +171,11 @@ def _wait_ready(url: str, children: Children, timeout: float = 30.0) -> bool:
 
 
 def banner(
-    url: str, settings: Settings, key: str, data_dir: Path, embedded: bool, flow_ids: list[str]
+    url: str, settings: Settings, key: str, data_dir: Path, embedded: bool, flows: dict[str, Any]
 ) -> str:
     """What `orchestrator dev` prints once the stack answers."""
     redis = mask(settings.redis_url) + (f" (embedded; data in {data_dir})" if embedded else "")
-    activate = (
-        "source .venv/bin/activate"
-        if Path(".venv/bin/activate").exists()
-        else "(the `orchestrator` CLI is on your PATH)"
-    )
-    flow = "invoice-extraction" if "invoice-extraction" in flow_ids else (flow_ids or ["<flow id>"])[0]
+    flow_ids = list(flows)
     return f"""
   webhook-orchestrator dev is up
     API         {url}        reference: {url}/docs
@@ -167,10 +186,10 @@ def banner(
     Receiver    every delivery below marked [receiver] was verified by `orchestrator webhooks listen`
 
   In another terminal:
-    {activate}
+    {cli_hint()}
     export ORCH_BASE_URL={url} ORCH_API_KEY={key}
     orchestrator flows list
-    orchestrator run {flow} --input @examples/invoice.json --wait
+    {try_line(flows)}
     curl -s {url}/v1/runs -H 'Authorization: Bearer {key}'
 
   Ctrl-C stops everything.
@@ -212,7 +231,7 @@ def run_dev(
     modules = tuple(f.strip() for f in flows.split(",") if f.strip()) if flows is not None else settings.flows
     modules = modules or DEFAULT_FLOWS
     try:
-        flow_ids = check_flows(modules)
+        found = check_flows(modules)
         other = running(folder)
         if other is not None:
             raise DevError(
@@ -275,7 +294,7 @@ def run_dev(
             )
             return 1
         DevStack(base_url=url, redis_url=settings.redis_url, api_key=key, pid=os.getpid()).save(folder)
-        click.echo(banner(url, settings, key, folder, redis is not None, flow_ids))
+        click.echo(banner(url, settings, key, folder, redis is not None, found))
         if demo:
             try:
                 _demo(url, key)
@@ -294,3 +313,5 @@ def run_dev(
         children.stop_in_order()
         if redis is not None:
             redis.stop()
+        if stopping:
+            click.echo(f"stopped; your runs and the dev key are kept in {folder}")

@@ -39,11 +39,11 @@ def test_bad_configuration_exits_2_with_a_message() -> None:
     assert out.returncode == 2 and "bad configuration" in out.stderr
 
 
-async def cli(api_server, *args: str, timeout: float = 60) -> tuple[int, str, str]:
+async def cli(api_server, *args: str, timeout: float = 60, columns: int = 200) -> tuple[int, str, str]:
     import asyncio
     import os
 
-    env = {**os.environ, "ORCH_BASE_URL": api_server.url, "ORCH_API_KEY": KEY_A, "COLUMNS": "200"}
+    env = {**os.environ, "ORCH_BASE_URL": api_server.url, "ORCH_API_KEY": KEY_A, "COLUMNS": str(columns)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -313,3 +313,43 @@ async def test_webhooks_listen_forwards_to_a_self_signed_server_only_with_insecu
     else:
         assert INSECURE_WARNING not in warnings
         assert "forward failed" in text and "certificate verify failed" in text and app.requests == []
+
+
+async def test_webhooks_delete_removes_an_endpoint_and_a_second_delete_is_a_clear_404(
+    api_server, redis: Redis
+) -> None:
+    # A newcomer's walk: the README's example endpoints could not be removed from the CLI.
+    code, out, _ = await cli(api_server, "webhooks", "create", "https://example.com/hook", "--json")
+    assert code == 0
+    endpoint_id = json.loads(out)["id"]
+    code, _, err = await cli(api_server, "webhooks", "delete", endpoint_id)
+    assert code == 0 and f"deleted {endpoint_id}" in err
+    code, out, _ = await cli(api_server, "webhooks", "list", "--json")
+    assert json.loads(out) == []
+    code, _, err = await cli(api_server, "webhooks", "delete", endpoint_id)
+    assert code == 3 and endpoint_id in err
+
+
+async def test_an_endpoints_deliveries_read_at_80_columns(api_server, worker, redis: Redis, client) -> None:
+    # A newcomer's walk: at 80 columns the table kept only its two ids and printed the next attempt
+    # one character a line. Now: the message id whole, the event, status, tries, a clipped error.
+    from tests.deadlines import wait_for
+    from tests.webhooks.helpers import running_dispatcher
+
+    endpoint_id = (await client.post("/v1/webhooks", json={"url": "http://127.0.0.1:9/nobody"})).json()["id"]
+    async with running_dispatcher(redis):
+        await client.post("/v1/flows/echo/runs", json={"input": {"text": "x"}})
+
+        async def tried() -> bool:
+            view = (await client.get(f"/v1/webhooks/{endpoint_id}/deliveries")).json()["data"]
+            return len(view) == 3 and all(d["attempts"] for d in view)
+
+        await wait_for(tried, timeout=30)
+    code, out, err = await cli(api_server, "webhooks", "deliveries", endpoint_id, columns=80)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    view = (await client.get(f"/v1/webhooks/{endpoint_id}/deliveries")).json()["data"]
+    for delivery in view:
+        [line] = [line for line in lines if delivery["id"] in line]  # whole, on one line
+        assert delivery["eventType"].removeprefix("execution.") in line and delivery["status"] in line

@@ -124,7 +124,7 @@ async def test_the_dev_key_survives_a_restart_and_the_cli_finds_the_stack(tmp_pa
     first = await dev(tmp_path, "--port", "0", "--data-dir", str(data))
     try:
         key = await _ready(first)
-        assert "source .venv/bin/activate" in first.text or "on your PATH" in first.text
+        assert f"source {Path(sys.prefix) / 'bin' / 'activate'}" in first.text or "on your PATH" in first.text
         # a second stack on the same data folder refuses at once
         second = await dev(tmp_path, "--port", "0", "--data-dir", str(data))
         assert await asyncio.wait_for(second.proc.wait(), 30) == 1
@@ -153,6 +153,7 @@ async def test_the_dev_key_survives_a_restart_and_the_cli_finds_the_stack(tmp_pa
         code = await first.stop()
     assert code == 0
     clean = first.text.split("stopping...", 1)[1]
+    assert "stopped; your runs and the dev key are kept in" in clean
     for noise in ("Traceback", "subscription lost", "cannot reach Redis", "Connection refused"):
         assert noise not in clean, clean
     assert not (data / "stack.json").exists()
@@ -216,3 +217,24 @@ def test_a_flows_module_in_the_working_folder_is_found_by_every_command(
     )
     assert out.returncode == 0, out.stderr
     assert "no flows registered" not in out.stderr
+
+
+def test_the_banner_suggests_what_works_from_where_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A newcomer's walk (issue 18): with their own flows, in their own folder, the banner said the
+    # CLI was on the PATH (it was not) and offered @examples/invoice.json (not there, wrong shape).
+    from orchestrator.dev.stack import cli_hint, try_line
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert cli_hint() == f"source {Path(sys.prefix) / 'bin' / 'activate'}"
+    assert try_line({"extract-invoice": {"url": "https://x/a.pdf"}}) == (
+        'orchestrator run extract-invoice --input \'{"url": "https://x/a.pdf"}\' --wait'
+    )
+    assert try_line({"mine": None}).startswith("orchestrator flows show mine")
+    assert try_line({"invoice-extraction": None}).startswith("orchestrator flows show invoice-extraction")
+    monkeypatch.chdir(ROOT)
+    assert try_line({"invoice-extraction": None, "mine": None}) == (
+        "orchestrator run invoice-extraction --input @examples/invoice.json --wait"
+    )
