@@ -141,14 +141,14 @@ async def test_webhooks_commands_and_the_deliveries_report(api_server, worker, r
         await receiver.stop()
 
 
-async def test_webhooks_listen_prints_and_forwards(api_server, worker, redis: Redis, client) -> None:
+async def listen_once(api_server, client, redis: Redis, *args: str, text: str) -> tuple[int, str, str]:
+    """Run `orchestrator webhooks listen *args` until it exits, with a dispatcher and one run made
+    once its endpoint exists; its exit code, output and error output."""
     import asyncio
     import os
 
-    from tests.receiver import Receiver
     from tests.webhooks.helpers import running_dispatcher
 
-    app = await Receiver(default=201).start()
     env = {**os.environ, "ORCH_BASE_URL": api_server.url, "ORCH_API_KEY": KEY_A}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -156,28 +156,39 @@ async def test_webhooks_listen_prints_and_forwards(api_server, worker, redis: Re
         "orchestrator",
         "webhooks",
         "listen",
-        "--forward",
-        app.url,
-        "--max-events",
-        "3",
+        *args,
         cwd=ROOT,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+
+    async def registered() -> bool:
+        return len((await client.get("/v1/webhooks")).json()["data"]) == 1
+
     try:
-
-        async def registered() -> bool:
-            return len((await client.get("/v1/webhooks")).json()["data"]) == 1
-
         await wait_for(registered, timeout=30)
         async with running_dispatcher(redis):
-            await client.post("/v1/flows/echo/runs", json={"input": {"text": "listen"}})
+            await client.post("/v1/flows/echo/runs", json={"input": {"text": text}})
             out, err = await asyncio.wait_for(proc.communicate(), 30)
     finally:
+        if proc.returncode is None:  # a failed wait above: never leave the listener behind
+            proc.kill()
+            await proc.wait()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_webhooks_listen_prints_and_forwards(api_server, worker, redis: Redis, client) -> None:
+    from tests.receiver import Receiver
+
+    app = await Receiver(default=201).start()
+    try:
+        code, text, err = await listen_once(
+            api_server, client, redis, "--forward", app.url, "--max-events", "3", text="listen"
+        )
+    finally:
         await app.stop()
-    text = out.decode()
-    assert proc.returncode == 0, err.decode()
+    assert code == 0, err
     assert text.count("[verified]") == 3 and f"-> {app.url} 201" in text
     assert sorted(app.types()) == ["execution.queued", "execution.running", "execution.success"]
     assert (await client.get("/v1/webhooks")).json()["data"] == []  # removed on exit
@@ -271,42 +282,20 @@ async def test_webhooks_listen_forwards_to_a_self_signed_server_only_with_insecu
     api_server, worker, redis: Redis, client, tmp_path, insecure: bool
 ) -> None:
     # Issue 14: forwarding to `https://localhost:8443/` (a self-signed dev server) answered 502, no way out.
-    import asyncio
-    import os
-
     from orchestrator.cli.listen import INSECURE_WARNING
     from tests.receiver import Receiver
     from tests.tls import make_certs
-    from tests.webhooks.helpers import running_dispatcher
 
     certs = make_certs(tmp_path)
     app = await Receiver(default=201).start(ssl_context=certs.server_context(self_signed=True))
-    env = {**os.environ, "ORCH_BASE_URL": api_server.url, "ORCH_API_KEY": KEY_A}
-    args = ["webhooks", "listen", "--forward", app.url, "--max-events", "1", "--event", "execution.queued"]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "orchestrator",
-        *args,
-        *(["--insecure"] if insecure else []),
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    args = ["--forward", app.url, "--max-events", "1", "--event", "execution.queued"]
     try:
-
-        async def registered() -> bool:
-            return len((await client.get("/v1/webhooks")).json()["data"]) == 1
-
-        await wait_for(registered, timeout=30)
-        async with running_dispatcher(redis):
-            await client.post("/v1/flows/echo/runs", json={"input": {"text": "tls"}})
-            out, err = await asyncio.wait_for(proc.communicate(), 30)
+        code, text, warnings = await listen_once(
+            api_server, client, redis, *args, *(["--insecure"] if insecure else []), text="tls"
+        )
     finally:
         await app.stop()
-    text, warnings = out.decode(), err.decode()
-    assert proc.returncode == 0, warnings
+    assert code == 0, warnings
     if insecure:
         assert INSECURE_WARNING in warnings
         assert f"-> {app.url} 201" in text and app.types() == ["execution.queued"]

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from orchestrator.dev.bench.stack import KEY
+from orchestrator.dev.bench.stack import KEY, TENANT
 
 Figures = dict[str, float]
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -67,6 +67,26 @@ def summarize(samples: list[Figures]) -> dict[str, dict[str, float]]:
         values = [s[key] for s in samples if key in s]
         out[key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
     return out
+
+
+async def append_outbox(redis: Any, payloads: list[str], *, flow: str) -> None:
+    """Append one ``execution.success`` outbox entry per body, as transitions would, 500 a round trip."""
+    from webhooks.ids import new_id
+    from webhooks.outbox import OUTBOX_STREAM, OutboxEntry
+
+    for start in range(0, len(payloads), 500):
+        async with redis.pipeline(transaction=False) as pipe:
+            for body in payloads[start : start + 500]:
+                entry = OutboxEntry(
+                    id=new_id("msg"),
+                    type="execution.success",
+                    tenant=TENANT,
+                    subject="exec_1",
+                    flow=flow,
+                    body=body,
+                )
+                pipe.execute_command("XADD", OUTBOX_STREAM, "*", *entry.to_fields())
+            await pipe.execute()
 
 
 def bodies(n: int) -> list[str]:

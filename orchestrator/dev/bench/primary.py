@@ -18,12 +18,11 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from orchestrator.dev.bench.measure import AUTH, Figures, bodies, create_runs, pct, until
+from orchestrator.dev.bench.measure import AUTH, Figures, append_outbox, bodies, create_runs, pct, until
 from orchestrator.dev.bench.stack import TENANT, Receiver, Stack, cpu_seconds
 from orchestrator.models import ExecutionStatus
 from orchestrator.runs import keys
-from webhooks import OUTBOX_STREAM, EndpointStore, OutboxEntry
-from webhooks.ids import new_id
+from webhooks import OUTBOX_STREAM, EndpointStore
 from webhooks.metrics import delivery_gauges
 from webhooks.replication import Replication
 
@@ -123,19 +122,7 @@ async def deliver(stack: Stack, receiver: Receiver, m: int) -> None:
     """Write `m` outbox entries (as transitions would) and wait until each delivery is recorded."""
     assert stack.redis is not None
     receiver.expect, receiver.done = len(receiver.arrivals) + m, asyncio.Event()
-    for start in range(0, m, 500):
-        async with stack.redis.pipeline(transaction=False) as pipe:
-            for body in bodies(min(500, m - start)):
-                entry = OutboxEntry(
-                    id=new_id("msg"),
-                    type="execution.success",
-                    tenant=TENANT,
-                    subject="exec_1",
-                    flow="f",
-                    body=body,
-                )
-                pipe.execute_command("XADD", OUTBOX_STREAM, "*", *entry.to_fields())
-            await pipe.execute()
+    await append_outbox(stack.redis, bodies(m), flow="f")
     await asyncio.wait_for(receiver.done.wait(), 300)
     await until(lambda: _recorded(stack), limit=120, every=0.05)
 

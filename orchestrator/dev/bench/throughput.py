@@ -10,12 +10,12 @@ from typing import Any
 
 import aiohttp
 
-from orchestrator.dev.bench.measure import Figures, bodies, create_runs, until
+from orchestrator.dev.bench.measure import Figures, append_outbox, bodies, create_runs, until
 from orchestrator.dev.bench.stack import TENANT, Receiver, Stack
 from orchestrator.dev.embedded import EmbeddedRedis
 from orchestrator.models import ExecutionStatus
 from orchestrator.runs import keys
-from webhooks import OUTBOX_STREAM, EndpointStore, OutboxEntry, headers_for
+from webhooks import EndpointStore, headers_for
 from webhooks.ids import new_id
 
 
@@ -97,19 +97,7 @@ async def deliveries(n: int, endpoints: int) -> tuple[float, float]:
                 secrets.append((await store.create(tenant=TENANT, url=r.url, events=[], flow_ids=[])).secret)
             payloads = bodies(n // endpoints)
             started = time.perf_counter()
-            for start in range(0, len(payloads), 500):
-                async with stack.redis.pipeline(transaction=False) as pipe:
-                    for body in payloads[start : start + 500]:
-                        entry = OutboxEntry(
-                            id=new_id("msg"),
-                            type="execution.success",
-                            tenant=TENANT,
-                            subject="exec_1",
-                            flow="bench-noop",
-                            body=body,
-                        )
-                        pipe.execute_command("XADD", OUTBOX_STREAM, "*", *entry.to_fields())
-                    await pipe.execute()
+            await append_outbox(stack.redis, payloads, flow="bench-noop")
             await asyncio.wait_for(asyncio.gather(*(r.done.wait() for r in receivers)), 300)
             ours = n / (time.perf_counter() - started)
             for r in receivers:
